@@ -1,0 +1,577 @@
+"""Connection actors: one per client connection (SSE, WebSocket, long-polling).
+
+Each actor owns its connection: the socket (a bare file descriptor under a
+gevent io watcher once the HTTP handshake is over), its subscriptions, its
+outbound buffer and its session. Control traffic arrives as messages
+(``tell``/``ask``): new subscriptions, a kill, readable input, a poll.
+
+Events do not: one actor message per delivered event would cost a greenlet
+switch and a queue operation per delivery. The registry instead hands the
+actor prepared bytes through :meth:`StreamConnection.offer`, which only
+appends to the outbound buffer and marks the actor in the
+:class:`~rig_actors.actors.outbox.Outbox`; :meth:`StreamConnection.flush`
+then writes everything pending with one non-blocking ``send``. Neither ever
+blocks or switches greenlets. An idle connection therefore has no greenlet
+at all: its actor greenlet runs only while a control message is pending,
+and partial writes are finished by a write watcher.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from gevent.event import AsyncResult
+
+from ..events import framing
+from ..events.cloudevent import CloudEvent, new_rig_event
+from ..subscriptions import Subscription
+from .core import Actor, ActorDeadError, ExitNotice
+
+if TYPE_CHECKING:
+    from .outbox import Outbox
+    from .supervisor import Names
+
+__all__ = [
+    "ClientActor",
+    "ConnectionContext",
+    "EventFrames",
+    "Kill",
+    "LongPollSession",
+    "Poll",
+    "Reregister",
+    "SetSubscriptions",
+    "SseConnection",
+    "StreamConnection",
+    "WsConnection",
+]
+
+log = logging.getLogger(__name__)
+
+_READ, _WRITE = 1, 2
+_RECV_CHUNK = 16384
+_WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+TWO_WAY_REASON = "This WebSocket endpoint cannot be used for two-way communication."
+
+
+class EventFrames:
+    """One event, serialised at most once per transport.
+
+    The registry builds one of these per event and hands the same object
+    to every matching connection; each transport takes its frame, built on
+    first use and then shared, so 10,000 SSE subscribers cost one
+    ``sse_event`` call.
+    """
+
+    __slots__ = ("_sse", "_ws", "event")
+
+    def __init__(self, event: CloudEvent) -> None:
+        self.event = event
+        self._sse: bytes | None = None
+        self._ws: bytes | None = None
+
+    @property
+    def sse(self) -> bytes:
+        frame = self._sse
+        if frame is None:
+            frame = self._sse = framing.sse_event(self.event.type, self.event.json)
+        return frame
+
+    @property
+    def ws(self) -> bytes:
+        frame = self._ws
+        if frame is None:
+            frame = self._ws = framing.ws_text(self.event.json)
+        return frame
+
+
+@dataclass(frozen=True, slots=True)
+class SetSubscriptions:
+    """Replace the connection's subscriptions and announce the new set."""
+
+    subscriptions: tuple[Subscription, ...]
+    sessions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reregister:
+    """The registry restarted: send it our subscriptions again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """End the connection, telling the client why (``rig.session_killed``)."""
+
+    event_type: str
+    ws_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """Long-polling: events after ``cursor``, or a waiter to block on."""
+
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    """Fault injection: make the actor raise (tests and drills only)."""
+
+
+_READABLE = object()
+
+
+class ConnectionContext:
+    """What every connection actor of one worker shares."""
+
+    __slots__ = (
+        "cors",
+        "counters",
+        "lp_buffer_size",
+        "max_pending",
+        "names",
+        "on_exit",
+        "outbox",
+    )
+
+    def __init__(
+        self,
+        *,
+        names: Names,
+        outbox: Outbox,
+        cors: str,
+        max_pending: int,
+        on_exit: Callable[[ExitNotice], None],
+        lp_buffer_size: int = 200,
+    ) -> None:
+        self.names = names
+        self.outbox = outbox
+        self.cors = cors
+        self.max_pending = max_pending
+        self.on_exit = on_exit
+        self.lp_buffer_size = lp_buffer_size
+        # Plain ints bumped on rare paths only; metrics read them.
+        self.counters = {"slow_consumer_disconnects": 0, "crashes": 0}
+
+
+class ClientActor(Actor):
+    """What all three transports share: identity, subscriptions, session."""
+
+    __slots__ = ("closed", "conn_id", "ctx", "sessions", "subscriptions", "token")
+
+    transport = "?"
+
+    def __init__(
+        self,
+        ctx: ConnectionContext,
+        conn_id: str,
+        token: str,
+        subscriptions: tuple[Subscription, ...],
+        sessions: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.conn_id = conn_id
+        self.token = token
+        self.subscriptions = subscriptions
+        self.sessions = sessions
+        self.closed = False
+
+    def begin(self) -> None:
+        """Start the actor linked to the connection supervisor."""
+        self._begin(self.ctx.on_exit)
+
+    # -- delivery (called by the registry, never blocks) --------------------
+
+    def offer_event(self, frames: EventFrames) -> None:
+        raise NotImplementedError
+
+    # -- messages ---------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._register(announce=True)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, SetSubscriptions):
+            self.subscriptions = message.subscriptions
+            if message.sessions:
+                self.sessions = tuple(dict.fromkeys(self.sessions + message.sessions))
+            self._register(announce=True)
+            return None
+        if isinstance(message, Reregister):
+            self._register(announce=False)
+            return None
+        if isinstance(message, Kill):
+            self.kill(message)
+            return None
+        if isinstance(message, Crash):
+            raise RuntimeError(f"crash injected into {self!r}")
+        return super().on_receive(message)
+
+    def on_stop(self) -> None:
+        self.close("stopped")
+
+    def on_failure(self, exc: BaseException) -> None:
+        self.ctx.counters["crashes"] += 1
+        self.close(f"crashed: {type(exc).__name__}")
+
+    def _register(self, *, announce: bool) -> None:
+        from .registry import Subscribe  # the registry imports us
+
+        try:
+            registry = self.ctx.names.get("registry")
+            registry.tell(Subscribe(self, self.subscriptions, announce))
+        except ActorDeadError:
+            # The registry is restarting; its on_start asks every live
+            # connection to re-register, so nothing is lost.
+            log.warning("registry unavailable while registering %r", self)
+
+    def _unregister(self) -> None:
+        from .registry import Unsubscribe
+
+        try:
+            self.ctx.names.get("registry").tell(Unsubscribe(self))
+        except ActorDeadError:
+            pass  # a restarted registry starts empty and only re-adds live ones
+
+    def kill(self, message: Kill) -> None:
+        raise NotImplementedError
+
+    def close(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def crash(self, exc: BaseException) -> None:
+        """Called by the flush pass when this connection's write path failed."""
+        log.error("connection %s failed: %s: %s", self.conn_id, type(exc).__name__, exc)
+        self.ctx.counters["crashes"] += 1
+        self.close("crashed")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.conn_id}>"
+
+
+class StreamConnection(ClientActor):
+    """A pushed stream over a socket we own (SSE or WebSocket)."""
+
+    __slots__ = ("_dirty", "_pending", "_pending_bytes", "_rwatch", "_wwatch", "sock")
+
+    def __init__(
+        self,
+        ctx: ConnectionContext,
+        conn_id: str,
+        token: str,
+        subscriptions: tuple[Subscription, ...],
+        sessions: tuple[str, ...],
+        sock: _socket.socket,
+    ) -> None:
+        super().__init__(ctx, conn_id, token, subscriptions, sessions)
+        self.sock = sock
+        self._rwatch: Any = None
+        self._wwatch: Any = None
+        self._pending: list[bytes] | None = None
+        self._pending_bytes = 0
+        self._dirty = False
+
+    def on_start(self) -> None:
+        sock = self.sock
+        sock.setblocking(False)
+        loop = gevent.get_hub().loop
+        self._rwatch = loop.io(sock.fileno(), _READ)
+        self._rwatch.start(self._on_readable)
+        self.offer(self.greeting())
+        super().on_start()
+
+    def greeting(self) -> bytes:
+        """Bytes that open the stream: response head and the first event."""
+        raise NotImplementedError
+
+    def on_receive(self, message: Any) -> Any:
+        if message is _READABLE:
+            self._read()
+            return None
+        return super().on_receive(message)
+
+    # -- the fast path -------------------------------------------------------------
+
+    def offer(self, data: bytes) -> None:
+        """Queue bytes for the next flush pass; never blocks."""
+        if self.closed:
+            return
+        pending = self._pending
+        if pending is None:
+            self._pending = [data]
+        else:
+            pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes > self.ctx.max_pending:
+            self._slow_consumer()
+            return
+        if not self._dirty:
+            self._dirty = True
+            self.ctx.outbox.mark(self)
+
+    def flush(self) -> None:
+        """Write what is pending with one non-blocking send."""
+        self._dirty = False
+        pending = self._pending
+        if not pending or self.closed or self._wwatch is not None:
+            return  # nothing to do, or the write watcher will finish it
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.close(f"write failed: {exc.strerror or exc}")
+            return
+        if sent == len(data):
+            self._pending = None
+            self._pending_bytes = 0
+            return
+        rest = data[sent:]
+        self._pending = [rest]
+        self._pending_bytes = len(rest)
+        self._wwatch = gevent.get_hub().loop.io(self.sock.fileno(), _WRITE)
+        self._wwatch.start(self._on_writable)
+
+    def _on_writable(self) -> None:
+        watcher, self._wwatch = self._wwatch, None
+        if watcher is not None:
+            watcher.close()
+        try:
+            self.flush()
+        except Exception as exc:
+            self.crash(exc)
+
+    def _slow_consumer(self) -> None:
+        self.ctx.counters["slow_consumer_disconnects"] += 1
+        log.warning(
+            "connection %s: %d bytes pending, over the %d byte bound; disconnecting",
+            self.conn_id,
+            self._pending_bytes,
+            self.ctx.max_pending,
+        )
+        self.close("slow consumer")
+
+    # -- input ---------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        # Level-triggered: pause until the actor has read, so one burst of
+        # input is one message, not one per loop iteration.
+        self._rwatch.stop()
+        try:
+            self.actor_ref.tell(_READABLE)
+        except ActorDeadError:
+            pass
+
+    def _read(self) -> None:
+        if self.closed:
+            return
+        while True:
+            try:
+                data = self.sock.recv(_RECV_CHUNK)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self.close(f"read failed: {exc.strerror or exc}")
+                return
+            if not data:
+                self.close("client closed")
+                return
+            self.received(data)
+            if self.closed:
+                return
+        self._rwatch.start(self._on_readable)
+
+    def received(self, data: bytes) -> None:
+        """Handle bytes the client sent."""
+        raise NotImplementedError
+
+    # -- ending --------------------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.info("connection %s (%s) closed: %s", self.conn_id, self.transport, reason)
+        for watcher in (self._rwatch, self._wwatch):
+            if watcher is not None:
+                watcher.close()
+        self._rwatch = self._wwatch = None
+        self._pending = None
+        self._pending_bytes = 0
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self._unregister()
+        self.actor_ref.stop()
+
+    def _final_write(self, data: bytes) -> None:
+        """Best-effort last words before closing: one non-blocking send."""
+        pending = self._pending
+        payload = b"".join(pending) + data if pending else data
+        try:
+            self.sock.send(payload)
+        except OSError:
+            pass
+        self._pending = None
+
+
+class SseConnection(StreamConnection):
+    """Server-Sent Events: ``event:``/``data:`` frames, comment heartbeats."""
+
+    __slots__ = ()
+
+    transport = "sse"
+
+    def greeting(self) -> bytes:
+        head = (
+            "HTTP/1.1 200 OK\r\n"
+            "content-type: text/event-stream; charset=utf-8\r\n"
+            "cache-control: no-cache\r\n"
+            f"access-control-allow-origin: {self.ctx.cors}\r\n"
+            "x-accel-buffering: no\r\n"
+            # No chunking: the body ends when the connection does, so each
+            # event is written as-is, the same bytes for every subscriber.
+            "connection: close\r\n"
+            "\r\n"
+        ).encode("latin-1")
+        create = new_rig_event("rig.connection.create", {"connection_token": self.token})
+        return head + framing.sse_event(create.type, create.json)
+
+    def offer_event(self, frames: EventFrames) -> None:
+        self.offer(frames.sse)
+
+    def heartbeat(self) -> None:
+        self.offer(framing.SSE_HEARTBEAT)
+
+    def received(self, data: bytes) -> None:
+        pass  # an SSE client has nothing to say; EOF is all we watch for
+
+    def kill(self, message: Kill) -> None:
+        event = new_rig_event(message.event_type)
+        self._final_write(framing.sse_event(event.type, event.json))
+        self.close(message.event_type)
+
+
+class WsConnection(StreamConnection):
+    """WebSocket: one text frame per event, pings as heartbeats."""
+
+    __slots__ = ("_decoder",)
+
+    transport = "ws"
+
+    def __init__(self, *args: Any, max_frame: int = 65536, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._decoder = framing.WsDecoder(max_frame)
+
+    def greeting(self) -> bytes:
+        # The 101 response was written by the handshake.
+        create = new_rig_event("rig.connection.create", {"connection_token": self.token})
+        return framing.ws_text(create.json)
+
+    def offer_event(self, frames: EventFrames) -> None:
+        self.offer(frames.ws)
+
+    def heartbeat(self) -> None:
+        self.offer(framing.WS_PING)
+
+    def received(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except framing.WsProtocolError as exc:
+            self.close_with(exc.close_code, str(exc))
+            return
+        for message in messages:
+            opcode = message.opcode
+            if opcode == framing.OP_PING:
+                self.offer(framing.ws_frame(framing.OP_PONG, message.payload))
+            elif opcode == framing.OP_PONG:
+                continue
+            elif opcode == framing.OP_CLOSE:
+                code = int.from_bytes(message.payload[:2], "big") if message.payload else 1000
+                self.close_with(code if code >= 1000 else 1000, "")
+                return
+            else:
+                self.close_with(1000, TWO_WAY_REASON)
+                return
+
+    def close_with(self, code: int, reason: str) -> None:
+        self._final_write(framing.ws_close(code, reason))
+        self.close(f"close {code} {reason}".rstrip())
+
+    def kill(self, message: Kill) -> None:
+        self.close_with(1000, message.ws_reason)
+
+
+class LongPollSession(ClientActor):
+    """Long-polling: events wait in a bounded buffer until the client polls."""
+
+    __slots__ = ("_buffer", "_seq", "_waiter", "last_poll")
+
+    transport = "longpolling"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._buffer: deque[tuple[int, str]] = deque(maxlen=self.ctx.lp_buffer_size)
+        self._seq = 0
+        self._waiter: AsyncResult | None = None
+        self.last_poll = time.monotonic()
+
+    def on_start(self) -> None:
+        create = new_rig_event("rig.connection.create", {"connection_token": self.token})
+        self._append(create.json)
+        super().on_start()
+
+    def offer_event(self, frames: EventFrames) -> None:
+        if not self.closed:
+            self._append(frames.event.json)
+
+    def heartbeat(self) -> None:
+        pass  # the client polls; there is no stream to keep alive
+
+    def _append(self, event_json: str) -> None:
+        self._seq += 1
+        self._buffer.append((self._seq, event_json))
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.set(None)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Poll):
+            return self._poll(message.cursor)
+        return super().on_receive(message)
+
+    def _poll(self, cursor: str) -> tuple[list[str], str] | AsyncResult:
+        """Events after ``cursor`` and the new cursor, or a waiter."""
+        self.last_poll = time.monotonic()
+        after = int(cursor) if cursor.isdigit() else 0
+        events = [json for seq, json in self._buffer if seq > after]
+        if events or self.closed:
+            return events, str(self._seq)
+        if self._waiter is None:
+            self._waiter = AsyncResult()
+        return self._waiter
+
+    def kill(self, message: Kill) -> None:
+        self.close(message.event_type)
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.info("connection %s (longpolling) closed: %s", self.conn_id, reason)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.set(None)
+        self._unregister()
+        self.actor_ref.stop()
