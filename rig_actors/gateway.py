@@ -1,0 +1,201 @@
+"""The composition root: one :class:`Gateway` per worker process.
+
+It builds the supervision tree and holds what the HTTP layer needs::
+
+    root (one-for-one, max 3 restarts in 5 s, escalates by exiting)
+     ├── connections   ConnectionSupervisor: one temporary child per client
+     └── registry      SubscriptionRegistry: the subscription index
+
+Actors are created when :meth:`Gateway.start` runs, in the process that
+serves requests (after gunicorn forks a worker), never at import time.
+
+Example::
+
+    >>> gateway = Gateway(load_settings(env={}))
+    >>> gateway.start()
+    >>> gateway.publish(parse_json_event(b'{"specversion":"1.0","id":"1","source":"s","type":"t"}'))
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .actors.connection import ConnectionContext
+from .actors.connections import ConnectionSupervisor
+from .actors.core import ActorDeadError, ActorRef, ExitNotice
+from .actors.outbox import Outbox
+from .actors.registry import Publish, SubscriptionRegistry
+from .actors.supervisor import ChildSpec, Names, Supervisor
+from .auth.jwt import JwtVerifier
+from .auth.tokens import TokenCodec
+from .config import Settings
+from .events.cloudevent import CloudEvent
+from .subscriptions import Extractors
+
+__all__ = ["ConnectionRateLimit", "Gateway"]
+
+log = logging.getLogger(__name__)
+
+
+class ConnectionRateLimit:
+    """A fixed 60-second window counter of new connections (RIG §2.8)."""
+
+    __slots__ = ("_clock", "_count", "_window_start", "limit", "window_s")
+
+    def __init__(
+        self, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._window_start = clock()
+        self._count = 0
+
+    def allow(self) -> bool:
+        """Count one new connection; False once the window's limit is reached."""
+        now = self._clock()
+        if now - self._window_start >= self.window_s:
+            self._window_start = now
+            self._count = 0
+        if self._count >= self.limit:
+            return False
+        self._count += 1
+        return True
+
+
+class Gateway:
+    """Everything one worker process runs; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+        on_escalate: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        # Says which worker owns a connection; goes into its token.
+        self.worker_id = worker_id or f"{os.getpid():x}{secrets.token_hex(3)}"
+        self.tokens = TokenCodec(settings.effective_node_cookie)
+        self.jwt = JwtVerifier(settings.jwt_secret_key, settings.jwt_alg)
+        self.extractors = (
+            Extractors.parse(settings.extractors) if settings.extractors else Extractors.empty()
+        )
+        self.rate_limit = ConnectionRateLimit(settings.max_connections_per_minute)
+        self.names = Names()
+        self.started_at = time.time()
+        self._ids = itertools.count(1)
+        self._on_escalate = on_escalate or _exit_process
+        self.restarts = 0
+        self.outbox: Outbox | None = None
+        self.context: ConnectionContext | None = None
+        self.root: ActorRef | None = None
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.root is not None:
+            return
+        settings = self.settings
+        self.outbox = Outbox(settings.coalesce_ms)
+        self.context = ConnectionContext(
+            names=self.names,
+            outbox=self.outbox,
+            cors=settings.cors,
+            max_pending=settings.outbound_buffer_max_bytes,
+            on_exit=self._connection_exited,
+            lp_buffer_size=settings.longpolling_buffer_size,
+        )
+        children = (
+            ChildSpec(
+                "connections",
+                lambda exit_to: ConnectionSupervisor.start_linked(
+                    exit_to,
+                    heartbeat_s=settings.heartbeat_interval_ms / 1000,
+                    lp_session_ttl_s=settings.longpolling_session_ttl_ms / 1000,
+                ),
+            ),
+            ChildSpec(
+                "registry",
+                lambda exit_to: SubscriptionRegistry.start_linked(
+                    exit_to, extractors=self.extractors, live_connections=self._live_connections
+                ),
+            ),
+        )
+        self.root = Supervisor.start(
+            names=self.names,
+            max_restarts=3,
+            max_seconds=5.0,
+            children=children,
+            on_escalate=self._on_escalate,
+            on_restart=self._count_restart,
+        )
+        # on_start of the root runs in its greenlet; wait until the tree exists.
+        self.names_ready()
+
+    def names_ready(self, timeout: float = 5.0) -> None:
+        import gevent
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.names.get("registry")
+                self.names.get("connections")
+                return
+            except ActorDeadError:
+                if time.monotonic() > deadline:
+                    raise
+                gevent.sleep(0.001)
+
+    def stop(self) -> None:
+        if self.root is not None:
+            self.root.stop()
+            self.root = None
+
+    # -- what the HTTP layer uses -------------------------------------------------
+
+    @property
+    def registry(self) -> ActorRef:
+        return self.names.get("registry")
+
+    @property
+    def connections(self) -> ActorRef:
+        return self.names.get("connections")
+
+    def new_connection_id(self) -> str:
+        return f"{next(self._ids):x}"
+
+    def publish(self, event: CloudEvent) -> None:
+        """Deliver ``event`` to every matching connection of this worker."""
+        self.registry.tell(Publish(event))
+
+    # -- internals ----------------------------------------------------------------
+
+    def _live_connections(self) -> Any:
+        try:
+            sup = self.names.get("connections")
+        except ActorDeadError:
+            return ()
+        return sup._actor.live()
+
+    def _connection_exited(self, notice: ExitNotice) -> None:
+        try:
+            self.names.get("connections").tell(notice)
+        except ActorDeadError:
+            pass  # the supervisor is restarting; its table went with it
+
+    def _count_restart(self, name: str, error: BaseException | None) -> None:
+        self.restarts += 1
+
+
+def _exit_process(exc: BaseException) -> None:
+    """The root gave up: let the process manager start a fresh worker."""
+    log.critical("supervision tree gave up (%s: %s); exiting", type(exc).__name__, exc)
+    logging.shutdown()
+    os._exit(70)

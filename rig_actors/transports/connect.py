@@ -1,0 +1,131 @@
+"""What every new connection goes through before it exists (RIG §2.1).
+
+The checks run in RIG's order so that the same bad input gets the same
+answer: undecodable ``subscriptions`` JSON, then the JWT (query parameter
+``jwt`` or an ``Authorization: Bearer`` header), then the subscriptions
+themselves, then our limits, then the connection rate limit. The result is
+the subscription set (automatic ones from the JWT first, deduplicated) and
+the session names the connection belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..auth.jwt import JwtError, JwtVerifier
+from ..subscriptions import (
+    MISSING,
+    Subscription,
+    SubscriptionError,
+    dedupe,
+    parse_subscription_list,
+)
+from ..subscriptions.extractors import resolve_pointer
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+
+__all__ = ["ConnectError", "Prepared", "prepare_connection", "session_names", "subscription_limits"]
+
+
+class ConnectError(Exception):
+    """The connection is refused: ``status`` and ``message`` for HTTP."""
+
+    def __init__(self, status: int, message: str, ws_reason: str = "Bad request.") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.ws_reason = ws_reason
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    subscriptions: tuple[Subscription, ...]
+    sessions: tuple[str, ...]
+
+
+def prepare_connection(
+    gateway: Gateway,
+    args: Mapping[str, str],
+    authorization: Iterable[str] = (),
+    *,
+    allow_wrapped: bool = False,
+    count_connection: bool = True,
+) -> Prepared:
+    """Validate a connect request; raises :class:`ConnectError`.
+
+    ``allow_wrapped`` accepts ``{"subscriptions": [...]}`` as well as a bare
+    list (long-polling does, §2.4).
+    """
+    raw = args.get("subscriptions")
+    decoded: Any = None
+    if raw is not None:
+        try:
+            decoded = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            message = f"Failed to decode subscription list: {exc}"
+            raise ConnectError(400, message, ws_reason=message) from None
+
+    tokens = [t for t in (args.get("jwt") or "",) if t] + JwtVerifier.bearer_tokens(authorization)
+    claims: dict[str, Any] = {}
+    for token in tokens:
+        try:
+            claims.update(gateway.jwt.verify(token))
+        except JwtError as exc:
+            raise ConnectError(
+                400, f"could not parse subscriptions: could not decode JWT: {exc}"
+            ) from None
+    automatic = gateway.extractors.jwt_subscriptions(claims) if claims else []
+
+    manual: list[Subscription] = []
+    if decoded is not None:
+        if allow_wrapped and isinstance(decoded, dict) and "subscriptions" in decoded:
+            decoded = decoded["subscriptions"]
+        try:
+            manual = parse_subscription_list(decoded)
+        except SubscriptionError as exc:
+            raise ConnectError(
+                400,
+                "could not parse subscriptions: could not parse subscription from JSON: "
+                f"{exc} when parsing {raw}",
+            ) from None
+
+    subscriptions = tuple(dedupe(automatic + manual))
+    problem = subscription_limits(gateway, subscriptions)
+    if problem:
+        raise ConnectError(400, f"could not parse subscriptions: {problem}")
+
+    if count_connection and not gateway.rate_limit.allow():
+        raise ConnectError(429, "Reached maximum number of connections")
+
+    return Prepared(subscriptions, session_names(gateway, claims))
+
+
+def subscription_limits(gateway: Gateway, subscriptions: tuple[Subscription, ...]) -> str | None:
+    """The first limit ``subscriptions`` breaks, as a message, or ``None``."""
+    settings = gateway.settings
+    if len(subscriptions) > settings.max_subscriptions_per_connection:
+        return (
+            f"too many subscriptions: {len(subscriptions)}, the limit is "
+            f"{settings.max_subscriptions_per_connection}"
+        )
+    for sub in subscriptions:
+        if len(sub.one_of) > settings.max_constraints_per_subscription:
+            return (
+                f"too many constraints for {sub.event_type!r}: {len(sub.one_of)}, the limit "
+                f"is {settings.max_constraints_per_subscription}"
+            )
+    return None
+
+
+def session_names(gateway: Gateway, claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The session a connection with these claims belongs to (JWT_SESSION_FIELD)."""
+    if not claims:
+        return ()
+    value = resolve_pointer(claims, gateway.settings.jwt_session_field)
+    if value is MISSING or value is None or isinstance(value, (dict, list)):
+        return ()
+    return (value if isinstance(value, str) else json.dumps(value),)

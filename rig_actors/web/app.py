@@ -1,0 +1,41 @@
+"""One WSGI callable for both listeners, chosen by the port a request came in on.
+
+The embedded server and gunicorn both bind the inbound port and the
+internal API port to the same application; requests that arrive on
+``API_HTTP_PORT`` go to the internal API, all others to the inbound app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .inbound import create_inbound_app
+from .internal import create_internal_app
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+
+__all__ = ["create_app"]
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def create_app(gateway: Gateway) -> WsgiApp:
+    """The WSGI application for ``gateway``.
+
+    Example::
+
+        >>> app = create_app(gateway)
+        >>> WSGIServer(("127.0.0.1", 4000), app, handler_class=GatewayHandler)
+    """
+    inbound = create_inbound_app(gateway)
+    internal = create_internal_app(gateway)
+    api_port = str(gateway.settings.api_http_port)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("SERVER_PORT") == api_port:
+            return internal(environ, start_response)
+        return inbound(environ, start_response)
+
+    return app

@@ -1,0 +1,81 @@
+"""The inbound (client-facing) Flask app: connections, events, health.
+
+Everything under ``/_rig`` that is not one of RIG's endpoints, and every
+other path, falls through to the API gateway's router, which answers 404
+``{"message":"Not Found"}`` for unknown routes (RIG §1, §7.3).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from flask import Blueprint, Flask, Response, request
+
+from ..transports.longpolling import longpolling_blueprint
+from ..transports.streams import streams_blueprint
+from ..transports.subscriptions import subscriptions_blueprint
+from .intake import IntakeError, accepted, read_event
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+
+__all__ = ["create_inbound_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_inbound_app(gateway: Gateway) -> Flask:
+    app = Flask("rig_actors.inbound")
+    app.config["MAX_CONTENT_LENGTH"] = None  # limits are per endpoint
+    app.register_blueprint(streams_blueprint(gateway))
+    app.register_blueprint(longpolling_blueprint(gateway))
+    app.register_blueprint(subscriptions_blueprint(gateway))
+    app.register_blueprint(_events_blueprint(gateway))
+
+    @app.get("/_rig/health")
+    def health() -> Response:
+        return Response("OK", 200, content_type="text/plain; charset=utf-8")
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def not_found(_: Exception) -> Response:
+        return Response(
+            '{"message":"Not Found"}', 404, content_type="application/json; charset=utf-8"
+        )
+
+    @app.errorhandler(400)
+    def bad_request(exc: Exception) -> Response:
+        log.info("bad request %s %s: %s", request.method, request.path, exc)
+        return Response("Bad request.", 400, content_type="text/plain; charset=utf-8")
+
+    return app
+
+
+def _events_blueprint(gateway: Gateway) -> Blueprint:
+    bp = Blueprint("events", __name__)
+    cors = gateway.settings.cors
+
+    @bp.route("/_rig/v1/events", methods=["OPTIONS"])
+    def preflight() -> Response:
+        response = Response(status=204)
+        response.headers["access-control-allow-origin"] = cors
+        response.headers["access-control-allow-methods"] = "POST"
+        # RIG lists only content-type; authorization is needed for
+        # SUBMISSION_CHECK=jwt_validation from a browser.
+        response.headers["access-control-allow-headers"] = "content-type,authorization"
+        return response
+
+    @bp.route("/_rig/v1/events", methods=["POST"])
+    def publish() -> Response:
+        try:
+            event = read_event(gateway, request)
+        except IntakeError as exc:
+            response = Response(exc.message, exc.status, content_type="text/plain; charset=utf-8")
+        else:
+            gateway.publish(event)
+            response = accepted(event)
+        response.headers["access-control-allow-origin"] = cors
+        return response
+
+    return bp
