@@ -3,8 +3,15 @@
 It builds the supervision tree and holds what the HTTP layer needs::
 
     root (one-for-one, max 3 restarts in 5 s, escalates by exiting)
-     ├── connections   ConnectionSupervisor: one temporary child per client
-     └── registry      SubscriptionRegistry: the subscription index
+     ├── connections    ConnectionSupervisor: one temporary child per client
+     ├── registry       SubscriptionRegistry: the subscription index
+     ├── kafka-events   EventConsumer: KAFKA_SOURCE_TOPICS -> registry  (with Kafka)
+     └── kafka-control  ControlReader: the control channel               (with Kafka)
+
+With ``KAFKA_BROKERS`` set, Kafka is the fabric that makes many workers and
+nodes one gateway: every event goes through the source topic, so every
+worker delivers it to the connections it owns, and requests about a
+connection another worker owns travel over the control channel.
 
 Actors are created when :meth:`Gateway.start` runs, in the process that
 serves requests (after gunicorn forks a worker), never at import time.
@@ -35,7 +42,10 @@ from .actors.supervisor import ChildSpec, Names, Supervisor
 from .auth.jwt import JwtVerifier
 from .auth.tokens import TokenCodec
 from .config import Settings
-from .events.cloudevent import CloudEvent
+from .events.cloudevent import CloudEvent, to_kafka_structured
+from .kafka.control import ControlBus, ControlReader
+from .kafka.events import EventConsumer
+from .kafka.producer import Producer
 from .subscriptions import Extractors
 
 __all__ = ["ConnectionRateLimit", "Gateway"]
@@ -93,6 +103,12 @@ class Gateway:
         self._ids = itertools.count(1)
         self._on_escalate = on_escalate or _exit_process
         self.restarts = 0
+        self.kafka_counters = {"consumed": 0, "failed": 0}
+        self.producer: Producer | None = None
+        self.control: ControlBus | None = None
+        if settings.kafka_enabled:
+            self.producer = Producer(settings, f"rig-{self.worker_id}")
+            self.control = ControlBus(settings, self.worker_id, self.producer)
         self.outbox: Outbox | None = None
         self.context: ConnectionContext | None = None
         self.root: ActorRef | None = None
@@ -128,6 +144,29 @@ class Gateway:
                 ),
             ),
         )
+        if self.control is not None:
+            control = self.control
+            children += (
+                ChildSpec(
+                    "kafka-events",
+                    lambda exit_to: EventConsumer.start_linked(
+                        exit_to,
+                        settings=settings,
+                        client_id=f"rig-events-{self.worker_id}",
+                        deliver=self._deliver,
+                        counters=self.kafka_counters,
+                    ),
+                ),
+                ChildSpec(
+                    "kafka-control",
+                    lambda exit_to: ControlReader.start_linked(
+                        exit_to,
+                        settings=settings,
+                        client_id=f"rig-control-{self.worker_id}",
+                        bus=control,
+                    ),
+                ),
+            )
         self.root = Supervisor.start(
             names=self.names,
             max_restarts=3,
@@ -154,9 +193,13 @@ class Gateway:
                 gevent.sleep(0.001)
 
     def stop(self) -> None:
+        if self.control is not None:
+            self.control.stop()
         if self.root is not None:
             self.root.stop()
             self.root = None
+        if self.producer is not None:
+            self.producer.close()
 
     # -- what the HTTP layer uses -------------------------------------------------
 
@@ -172,10 +215,40 @@ class Gateway:
         return f"{next(self._ids):x}"
 
     def publish(self, event: CloudEvent) -> None:
-        """Deliver ``event`` to every matching connection of this worker."""
-        self.registry.tell(Publish(event))
+        """Deliver ``event`` to every matching connection, on every worker.
+
+        With Kafka the event is produced to the first source topic and every
+        worker's consumer delivers it; raises
+        :class:`~rig_actors.kafka.producer.ProduceError` when the brokers do
+        not acknowledge it. Without Kafka it is delivered here directly.
+        """
+        if self.producer is not None:
+            headers, value = to_kafka_structured(event)
+            self.producer.send(self.settings.kafka_source_topics[0], value, headers=headers)
+            return
+        self.registry.tell(Publish((event,)))
+
+    def kafka_health(self) -> dict[str, Any]:
+        """The Kafka clients' states for ``GET /health``."""
+        if self.producer is None:
+            return {"state": "disabled"}
+        readers = {}
+        for name in ("kafka-events", "kafka-control"):
+            try:
+                readers[name] = self.names.get(name)._actor.state.as_dict()
+            except ActorDeadError:
+                readers[name] = {"state": "restarting"}
+        states = {r["state"] for r in readers.values()}
+        overall = "ready" if states == {"ready"} else "degraded"
+        return {"state": overall, **readers, "producer": self.producer.state.as_dict()}
 
     # -- internals ----------------------------------------------------------------
+
+    def _deliver(self, message: Publish) -> None:
+        try:
+            self.registry.tell(message)
+        except ActorDeadError:
+            log.warning("registry restarting: %d events not delivered", len(message.events))
 
     def _live_connections(self) -> Any:
         try:

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 from clients import SseClient
+from kafka_broker import Broker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -159,3 +160,30 @@ def gateway_factory(
 def gateway(gateway_factory: Callable[..., GatewayProcess]) -> GatewayProcess:
     """The shared default gateway: extractors and an HS256 secret configured."""
     return gateway_factory(EXTRACTORS=json.dumps(EXTRACTORS), JWT_SECRET_KEY=JWT_SECRET)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One in-memory Tansu broker for the whole session."""
+    started = Broker(tmp_path_factory.mktemp("tansu")).start()
+    yield started
+    started.stop()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def kafka_ready(gateway: GatewayProcess) -> bool:
+    response = requests.get(
+        f"{gateway.api}/health", headers={"accept": "application/json"}, timeout=5
+    )
+    return response.ok and response.json().get("kafka", {}).get("state") == "ready"

@@ -45,7 +45,9 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    event: CloudEvent
+    """Deliver these events, in order (a Kafka poll hands over a batch)."""
+
+    events: tuple[CloudEvent, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class SubscriptionRegistry(Actor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Publish):
-            return self._publish(message.event)
+            return sum(self._publish(event) for event in message.events)
         if isinstance(message, Subscribe):
             self._subscribe(message)
             return None

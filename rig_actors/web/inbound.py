@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, request
 from ..transports.longpolling import longpolling_blueprint
 from ..transports.streams import streams_blueprint
 from ..transports.subscriptions import subscriptions_blueprint
-from .intake import IntakeError, accepted, read_event
+from .intake import IntakeError, publish, read_event
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -67,14 +67,13 @@ def _events_blueprint(gateway: Gateway) -> Blueprint:
         return response
 
     @bp.route("/_rig/v1/events", methods=["POST"])
-    def publish() -> Response:
+    def post_event() -> Response:
         try:
             event = read_event(gateway, request)
         except IntakeError as exc:
             response = Response(exc.message, exc.status, content_type="text/plain; charset=utf-8")
         else:
-            gateway.publish(event)
-            response = accepted(event)
+            response = publish(gateway, event)
         response.headers["access-control-allow-origin"] = cors
         return response
 

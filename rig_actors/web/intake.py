@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 from flask import Request, Response
 
 from ..events.cloudevent import CloudEvent, CloudEventError, from_http
+from ..kafka.producer import ProduceError
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
 
-__all__ = ["accepted", "read_event"]
+__all__ = ["IntakeError", "accepted", "publish", "read_event"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,24 @@ def read_event(gateway: Gateway, request: Request) -> CloudEvent:
     except CloudEventError as exc:
         log.info("event rejected (%d): %s", exc.status, exc)
         raise IntakeError(exc.status, str(exc)) from None
+
+
+def publish(gateway: Gateway, event: CloudEvent) -> Response:
+    """Publish ``event`` and answer 202, or 502 when Kafka did not take it."""
+    try:
+        gateway.publish(event)
+    except ProduceError as exc:
+        log.warning("event %s not published: %s", event.id, exc)
+        return Response(
+            "Could not publish the event: the Kafka brokers did not acknowledge it.",
+            502,
+            content_type="text/plain; charset=utf-8",
+        )
+    response = accepted(event)
+    # Which worker took the event: operators (and the tests) can tell
+    # workers apart behind one port.
+    response.headers["x-rig-worker"] = gateway.worker_id
+    return response
 
 
 def accepted(event: CloudEvent) -> Response:

@@ -23,7 +23,7 @@ from ..actors.connections import Count, Lookup
 from ..actors.core import Actor, ActorDeadError
 from ..actors.registry import Stats
 from ..auth.tokens import TokenError
-from .intake import IntakeError, accepted, read_event
+from .intake import IntakeError, publish, read_event
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -38,6 +38,13 @@ def create_internal_app(gateway: Gateway) -> Flask:
 
     @app.get("/health")
     def health() -> Response:
+        # RIG's answer is the text "OK"; a client that asks for JSON also gets
+        # the state of the Kafka clients. Liveness stays 200 while Kafka is
+        # away: the gateway keeps serving and reconnects by itself.
+        if request.accept_mimetypes.best == "application/json":
+            return jsonify(
+                {"status": "ok", "worker": gateway.worker_id, "kafka": gateway.kafka_health()}
+            )
         return Response("OK", 200, content_type="text/plain; charset=utf-8")
 
     @app.post("/v2/messages")
@@ -47,8 +54,7 @@ def create_internal_app(gateway: Gateway) -> Flask:
             event = read_event(gateway, request)
         except IntakeError as exc:
             return Response(exc.message, exc.status, content_type="text/plain; charset=utf-8")
-        gateway.publish(event)
-        return accepted(event)
+        return publish(gateway, event)
 
     @app.get("/_rig/stats")
     def stats() -> Response:

