@@ -39,7 +39,7 @@ class Broker:
 
     def start(self) -> Broker:
         url = f"tcp://127.0.0.1:{self.port}"
-        log = open(self.log_dir / f"tansu-{self.port}.log", "ab")  # noqa: SIM115 - kept by Popen
+        log = open(self.log_dir / f"tansu-{self.port}.log", "ab")  # kept by Popen
         self.proc = subprocess.Popen(
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=log,

@@ -41,7 +41,8 @@ def test_structured_kafka_records_reach_sse_and_ws_clients_verbatim(broker, kafk
         try:
             sse.events(2)
             ws.recv(), ws.recv()
-            raw = json.dumps(ce("k.structured", {"v": version}, id_=version, version=version, ext="x"))
+            event = ce("k.structured", {"v": version}, id_=version, version=version, ext="x")
+            raw = json.dumps(event)
             produce(broker, kafka_gateway.topic, raw.encode())
             assert sse.next_event(10).data == raw
             assert ws.recv() == raw
