@@ -123,6 +123,50 @@ def start_gateway(tmp_path: Path, env: dict[str, str] | None = None) -> GatewayP
         time.sleep(0.05)
 
 
+def procfile_command() -> str:
+    line = (ROOT / "Procfile").read_text().strip()
+    assert line.startswith("web: ")
+    return line.removeprefix("web: ")
+
+
+def start_procfile(tmp_path: Path, env: dict[str, str]) -> GatewayProcess:
+    """Run the Procfile's web command (gunicorn) on free ports; wait until it serves."""
+    port, api = free_port(), free_port()
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    full_env = {
+        **os.environ,
+        "PORT": str(port),
+        "API_HTTP_PORT": str(api),
+        "BIND_ADDRESS": "127.0.0.1",
+        "NODE_COOKIE": "test-cookie",
+        "RIG_CONFIG": str(ROOT / "config.yaml"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        **env,
+    }
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec {procfile_command()}"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    gateway = GatewayProcess(proc, port, api, log_path)
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{gateway.log()}")
+        try:
+            if requests.get(f"{gateway.inbound}/_rig/health", timeout=1).ok:
+                return gateway
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            gateway.stop()
+            raise RuntimeError(f"gunicorn did not come up:\n{gateway.log()}")
+        time.sleep(0.1)
+
+
 EXTRACTORS = {
     "greeting": {"name": {"stable_field_index": 0, "event": {"json_pointer": "/data/name"}}},
     "greeting.jwt": {

@@ -25,7 +25,8 @@ def kafka_gateway(broker, gateway_factory):
     return gateway
 
 
-def produce(broker, topic: str, value: bytes, headers=None, key: bytes | None = None) -> None:
+def produce(broker, topic: str, value: bytes, headers=None, key: bytes | None = b"k") -> None:
+    """Produce one record; one key by default, so records keep their order."""
     producer = broker.producer()
     try:
         producer.send(topic, value=value, key=key, headers=headers or []).get(10)

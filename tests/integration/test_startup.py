@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 from clients import ce
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, procfile_command
 
 
 def run_gateway(env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -49,12 +49,6 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
             pass
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
-
-
-def procfile_command() -> str:
-    line = (ROOT / "Procfile").read_text().strip()
-    assert line.startswith("web: ")
-    return line.removeprefix("web: ")
 
 
 def test_procfile_runs_gunicorn_on_port_with_internal_api(tmp_path):
