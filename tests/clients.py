@@ -148,3 +148,57 @@ def ws_connect(url: str, **kwargs: Any) -> websocket.WebSocket:
 
 def ws_next_event(ws: websocket.WebSocket) -> dict:
     return json.loads(ws.recv())
+
+
+# -- helpers added for the WebSocket, long-polling and PUT tests ---------------------
+
+
+def ws_next_frame(ws: websocket.WebSocket, timeout: float = 5.0) -> websocket.ABNF:
+    """The next raw frame (text, ping, close ...), without any automatic reply."""
+    ws.settimeout(timeout)
+    return ws.recv_frame()
+
+
+def ws_close_of(ws: websocket.WebSocket, timeout: float = 5.0) -> tuple[int, str]:
+    """Read frames until the server's close frame; return its code and reason."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = ws_next_frame(ws, max(0.01, deadline - time.monotonic()))
+        if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+            data = frame.data
+            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
+            return code, data[2:].decode("utf-8")
+
+
+def sign_jwt(secret: str, algorithm: str = "HS256", ttl_s: int = 300, **claims: Any) -> str:
+    """An HS* JWT with the given claims and an ``exp`` ``ttl_s`` seconds ahead."""
+    import jwt as pyjwt
+
+    return pyjwt.encode({"exp": int(time.time()) + ttl_s, **claims}, secret, algorithm=algorithm)
+
+
+def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> None:
+    """Poll ``predicate()`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def put_subscriptions(
+    inbound: str,
+    token: str,
+    subscriptions: list[dict[str, Any]],
+    transport: str = "sse",
+    headers: dict[str, str] | None = None,
+) -> Any:
+    """PUT ``{"subscriptions": [...]}`` for a connection token; the response."""
+    import requests
+
+    return requests.put(
+        f"{inbound}/_rig/v1/connection/{transport}/{token}/subscriptions",
+        json={"subscriptions": subscriptions},
+        headers=headers,
+        timeout=5,
+    )

@@ -58,6 +58,11 @@ class GatewayHandler(WebSocketHandler):
         self.result = self.application(self.environ, _no_start_response)
         self._discard_result()
         takeover: Takeover | None = self.environ.get(TAKEOVER)
+        # gevent-websocket's object writes an empty close frame when it is
+        # garbage-collected (its __del__ calls close()); the socket is ours
+        # now, so mark it closed and it writes nothing.
+        if self.websocket is not None:
+            self.websocket.closed = True
         self.environ["wsgi.websocket"] = None
         self.websocket = None
         sock = self._detach()

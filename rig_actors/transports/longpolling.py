@@ -70,7 +70,9 @@ def longpolling_blueprint(gateway: Gateway) -> Blueprint:
                 events, cursor = answer
                 break
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not answer.wait(remaining):
+            if remaining > 0:
+                answer.wait(remaining)  # the waiter's value is None: check ready()
+            if not answer.ready():
                 events = []
                 break
         # The buffered events are JSON text already: embed, don't re-encode.

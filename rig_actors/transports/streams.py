@@ -55,18 +55,12 @@ def streams_blueprint(gateway: Gateway) -> Blueprint:
     @bp.route("/_rig/v1/connection/ws", websocket=True)
     def ws() -> Response:
         environ = request.environ
-        handshake = environ.get("wsgi.websocket")
-        if not handshake:
+        if not environ.get("wsgi.websocket"):
             return Response(
                 "Expected a WebSocket upgrade request.",
                 400,
                 content_type="text/plain; charset=utf-8",
             )
-        # gevent-websocket's object writes an empty close frame when it is
-        # garbage-collected (its __del__ calls close()), which would reach the
-        # client before our first frame. The socket is taken over, so mark the
-        # object closed: it then writes nothing.
-        handshake.closed = True
         try:
             prepared = prepare_connection(
                 gateway, request.args, request.headers.getlist("Authorization")
