@@ -11,8 +11,9 @@ session (RIG answers 500 to the former).
 from __future__ import annotations
 
 import json
+import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from flask import Blueprint, Response, request
@@ -21,13 +22,17 @@ from gevent.event import AsyncResult
 from ..actors.connection import LongPollSession, Poll
 from ..actors.connections import Adopt, Lookup
 from ..actors.core import ActorDeadError
-from ..auth.tokens import TokenError
+from ..auth.tokens import TokenClaims, TokenError
+from ..kafka.control import PeerGone, RequestTimeout
+from ..kafka.producer import ProduceError
 from .connect import ConnectError, prepare_connection
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
 
 __all__ = ["longpolling_blueprint"]
+
+log = logging.getLogger(__name__)
 
 _PATH = "/_rig/v1/connection/longpolling"
 _FIRST = "first_event"
@@ -56,48 +61,93 @@ def longpolling_blueprint(gateway: Gateway) -> Blueprint:
 
     @bp.route(_PATH, methods=["GET"])
     def poll() -> Response:
-        session = _existing_session(gateway, request.cookies.get("connection_token"))
-        if session is None:
+        claims = _claims(gateway, request.cookies.get("connection_token"))
+        if claims is None:
             return _new_session(gateway, headers())
         cursor = _cursor(request.cookies.get("last_event_id"))
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                answer = session.actor_ref.ask(Poll(cursor))
-            except ActorDeadError:
-                return _new_session(gateway, headers())
-            if not isinstance(answer, AsyncResult):
-                events, cursor = answer
-                break
-            remaining = deadline - time.monotonic()
-            if remaining > 0:
-                answer.wait(remaining)  # the waiter's value is None: check ready()
-            if not answer.ready():
-                events = []
-                break
+        if claims.owner == gateway.worker_id:
+            result = poll_session(gateway, claims.conn_id, cursor, wait_s)
+        else:
+            result = _poll_remote(gateway, claims.owner, claims.conn_id, cursor, wait_s)
+        if result is None:
+            return _new_session(gateway, headers())
+        events, cursor = result
         # The buffered events are JSON text already: embed, don't re-encode.
         body = f'{{"last_event_id":{json.dumps(cursor)},"events":[{",".join(events)}]}}'
         response = Response(body, 200, headers(), content_type="application/json; charset=utf-8")
-        _set_cookies(response, session.token, cursor)
+        _set_cookies(response, request.cookies["connection_token"], cursor)
         return response
+
+    if gateway.control is not None:
+
+        def remote_poll(body: dict[str, Any], sender: str) -> dict[str, Any]:
+            result = poll_session(
+                gateway, str(body.get("conn_id")), str(body.get("cursor")), wait_s
+            )
+            if result is None:
+                return {"gone": True}
+            events, cursor = result
+            return {"events": events, "cursor": cursor}
+
+        gateway.control.register("lp_poll", remote_poll)
 
     return bp
 
 
-def _existing_session(gateway: Gateway, token: str | None) -> LongPollSession | None:
+def poll_session(
+    gateway: Gateway, conn_id: str, cursor: str, wait_s: float
+) -> tuple[list[str], str] | None:
+    """Events of this worker's session after ``cursor``, waiting up to ``wait_s``.
+
+    ``None`` when the session does not exist (any more).
+    """
+    try:
+        session = gateway.connections.ask(Lookup(conn_id))
+    except (ActorDeadError, gevent.Timeout):
+        return None
+    if not isinstance(session, LongPollSession):
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            answer = session.actor_ref.ask(Poll(cursor))
+        except ActorDeadError:
+            return None
+        if not isinstance(answer, AsyncResult):
+            return answer
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            answer.wait(remaining)  # the waiter's value is None: check ready()
+        if not answer.ready():
+            return [], cursor
+
+
+def _poll_remote(
+    gateway: Gateway, owner: str, conn_id: str, cursor: str, wait_s: float
+) -> tuple[list[str], str] | None:
+    """Run the poll on the worker that owns the session (over the control channel)."""
+    if gateway.control is None:
+        return None
+    try:
+        reply = gateway.control.request(
+            owner, "lp_poll", {"conn_id": conn_id, "cursor": cursor}, timeout=wait_s + 5
+        )
+    except (PeerGone, RequestTimeout, ProduceError) as exc:
+        log.info("long-poll session %s on %s unreachable: %s", conn_id, owner, exc)
+        return None
+    events = reply.get("events")
+    if reply.get("gone") or not isinstance(events, list):
+        return None
+    return [str(e) for e in events], str(reply.get("cursor", cursor))
+
+
+def _claims(gateway: Gateway, token: str | None) -> TokenClaims | None:
     if not token:
         return None
     try:
-        claims = gateway.tokens.decode(token)
+        return gateway.tokens.decode(token)
     except TokenError:
         return None
-    if claims.owner != gateway.worker_id:
-        return None
-    try:
-        conn = gateway.connections.ask(Lookup(claims.conn_id))
-    except (ActorDeadError, gevent.Timeout):
-        return None
-    return conn if isinstance(conn, LongPollSession) else None
 
 
 def _cursor(cookie: str | None) -> str:

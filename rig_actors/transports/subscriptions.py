@@ -4,6 +4,11 @@
 transport segment is irrelevant, the token names the connection. The
 checks run in RIG's order with RIG's status codes and texts; where RIG
 crashes (no ``content-type``, ``subscriptions`` not a list) we answer 400.
+
+A connection held by another worker or node (the token names its owner)
+is updated over the Kafka control channel (``put_subscriptions``): the
+owner applies the set and answers 204 or 410. An owner not heard from
+lately no longer exists: 410 at once.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from flask import Blueprint, Response, request
 
-from ..actors.connection import SetSubscriptions
+from ..actors.connection import ClientActor, SetSubscriptions
 from ..actors.connections import Lookup
 from ..actors.core import ActorDeadError
 from ..auth.jwt import JwtError, JwtVerifier
 from ..auth.tokens import TokenError
-from ..subscriptions import SubscriptionError, dedupe, parse_subscription_list
+from ..kafka.control import PeerGone, RequestTimeout
+from ..kafka.producer import ProduceError
+from ..subscriptions import Subscription, SubscriptionError, dedupe, parse_subscription_list
 from .connect import session_names, subscription_limits
 
 if TYPE_CHECKING:
@@ -73,13 +80,11 @@ def subscriptions_blueprint(gateway: Gateway) -> Blueprint:
             claims_token = gateway.tokens.decode(token)
         except TokenError:
             return answer(400, "Invalid connection token.")
-        conn = None
-        if claims_token.owner == gateway.worker_id:
-            try:
-                conn = gateway.connections.ask(Lookup(claims_token.conn_id))
-            except (ActorDeadError, gevent.Timeout):
-                conn = None
-        if conn is None:
+        owner, conn_id = claims_token.owner, claims_token.conn_id
+        local = owner == gateway.worker_id
+        if local and _lookup(gateway, conn_id) is None:
+            return answer(410, "Connection no longer exists.")
+        if not local and (gateway.control is None or not gateway.control.is_alive(owner)):
             return answer(410, "Connection no longer exists.")
 
         claims: dict[str, Any] = {}
@@ -104,10 +109,82 @@ def subscriptions_blueprint(gateway: Gateway) -> Blueprint:
         problem = subscription_limits(gateway, subscriptions)
         if problem:
             return answer(400, f"cannot accept subscription request: {problem}")
-        try:
-            conn.actor_ref.ask(SetSubscriptions(subscriptions, session_names(gateway, claims)))
-        except ActorDeadError:
+        sessions = session_names(gateway, claims)
+        if local:
+            status = apply_subscriptions(gateway, conn_id, subscriptions, sessions)
+        else:
+            # Another worker or node owns the connection: it applies the set
+            # and answers 204 or 410. Everything that can be checked without
+            # the connection was checked here, in RIG's order.
+            status = _apply_remote(gateway, owner, conn_id, subscriptions, sessions)
+        if status == 410:
             return answer(410, "Connection no longer exists.")
+        if status == 504:
+            return answer(504, "The worker that holds the connection did not answer.")
+        if status == 502:
+            return answer(502, "The subscription could not be forwarded: Kafka is unavailable.")
         return answer(204)
 
+    if gateway.control is not None:
+
+        def remote_put(body: dict[str, Any], sender: str) -> dict[str, Any]:
+            try:
+                subscriptions = tuple(parse_subscription_list(body.get("subscriptions")))
+            except SubscriptionError:
+                return {"status": 400}
+            sessions = tuple(str(s) for s in body.get("sessions") or ())
+            conn_id = str(body.get("conn_id"))
+            return {"status": apply_subscriptions(gateway, conn_id, subscriptions, sessions)}
+
+        gateway.control.register("put_subscriptions", remote_put)
+
     return bp
+
+
+def apply_subscriptions(
+    gateway: Gateway,
+    conn_id: str,
+    subscriptions: tuple[Subscription, ...],
+    sessions: tuple[str, ...],
+) -> int:
+    """Replace a local connection's subscriptions: 204, or 410 if it is gone."""
+    conn = _lookup(gateway, conn_id)
+    if conn is None:
+        return 410
+    try:
+        conn.actor_ref.ask(SetSubscriptions(subscriptions, sessions))
+    except ActorDeadError:
+        return 410
+    return 204
+
+
+def _lookup(gateway: Gateway, conn_id: str) -> ClientActor | None:
+    try:
+        return gateway.connections.ask(Lookup(conn_id))
+    except (ActorDeadError, gevent.Timeout):
+        return None
+
+
+def _apply_remote(
+    gateway: Gateway,
+    owner: str,
+    conn_id: str,
+    subscriptions: tuple[Subscription, ...],
+    sessions: tuple[str, ...],
+) -> int:
+    assert gateway.control is not None
+    body = {
+        "conn_id": conn_id,
+        "subscriptions": [sub.to_json() for sub in subscriptions],
+        "sessions": list(sessions),
+    }
+    try:
+        reply = gateway.control.request(owner, "put_subscriptions", body, timeout=5.0)
+    except PeerGone:
+        return 410
+    except RequestTimeout:
+        return 504
+    except ProduceError:
+        return 502
+    status = reply.get("status")
+    return status if status in (204, 410) else 502

@@ -67,6 +67,8 @@ def create_internal_app(gateway: Gateway) -> Flask:
             "actors": Actor.live_count(),
             "restarts": gateway.restarts,
             "counters": dict(gateway.context.counters) if gateway.context else {},
+            "kafka": dict(gateway.kafka_counters),
+            "peers": gateway.control.peers() if gateway.control else {},
         }
         if request.args.get("greenlets"):
             gc.collect()
