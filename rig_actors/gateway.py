@@ -211,6 +211,14 @@ class Gateway:
     def connections(self) -> ActorRef:
         return self.names.get("connections")
 
+    def verify_jwt(self, token: str) -> dict[str, Any]:
+        """The claims of a valid token; raises :class:`~rig_actors.auth.jwt.JwtError`.
+
+        The one place every JWT the gateway accepts goes through (connects,
+        subscription PUTs, checks, secured proxy endpoints).
+        """
+        return self.jwt.verify(token)
+
     def new_connection_id(self) -> str:
         return f"{next(self._ids):x}"
 

@@ -73,7 +73,7 @@ def prepare_connection(
     claims: dict[str, Any] = {}
     for token in tokens:
         try:
-            claims.update(gateway.jwt.verify(token))
+            claims.update(gateway.verify_jwt(token))
         except JwtError as exc:
             raise ConnectError(
                 400, f"could not parse subscriptions: could not decode JWT: {exc}"

@@ -90,7 +90,7 @@ def subscriptions_blueprint(gateway: Gateway) -> Blueprint:
         claims: dict[str, Any] = {}
         for jwt in JwtVerifier.bearer_tokens(request.headers.getlist("Authorization")):
             try:
-                claims.update(gateway.jwt.verify(jwt))
+                claims.update(gateway.verify_jwt(jwt))
             except JwtError as exc:
                 return answer(
                     400,
