@@ -39,6 +39,17 @@ Takeover = Callable[[_socket.socket], None]
 class GatewayHandler(WebSocketHandler):
     """pywsgi handler with socket takeover; see the module docstring."""
 
+    def handle(self) -> None:
+        # pywsgi writes a response's head and body in two sends; with Nagle
+        # on, the body waits for the client's delayed ACK (~40 ms per
+        # kept-alive request). Streams inherit the option: small frames go
+        # out at once.
+        try:
+            self.socket.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a unix socket): nothing to tune
+        super().handle()
+
     def run_application(self) -> None:
         environ = self.environ
         if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
