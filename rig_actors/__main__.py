@@ -22,7 +22,11 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_fmt)
     for warning in startup_warnings(settings, os.environ):
         logging.getLogger("rig_actors").warning("%s", warning)
-    serve(settings)
+    try:
+        serve(settings)
+    except ConfigError as exc:  # found while building the gateway (e.g. the route table)
+        print(f"rig-actors: configuration error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -440,6 +440,7 @@ class Settings:
     jwt_jwks_url: str = _setting("", _url)
     subscription_check: str = _setting("no_check", _authorization_check)
     submission_check: str = _setting("no_check", _authorization_check)
+    authorization_check_timeout_ms: int = _scalar(5000, _positive)
     extractors: dict[str, Any] = dataclasses.field(
         default_factory=dict, metadata=_metadata(_extractors)
     )
@@ -511,6 +512,11 @@ class Settings:
 
     # -- operations
     fault_injection: bool = _scalar(False, _boolean)
+    shutdown_timeout_ms: int = _scalar(5000, _positive)
+    reconnect_retry_ms: int = _scalar(1000, _positive)
+    reconnect_jitter_ms: int = _scalar(4000, _non_negative)
+    replay_buffer_size: int = _scalar(10000, _positive)
+    replay_max_age_ms: int = _scalar(300000, _positive)
 
     @property
     def kafka_enabled(self) -> bool:
@@ -760,7 +766,7 @@ def startup_warnings(settings: Settings, env: Mapping[str, str] | None = None) -
         settings.subscription_check,
         settings.submission_check,
     )
-    if uses_jwt and not settings.jwt_secret_key:
+    if uses_jwt and not settings.jwt_secret_key and not settings.jwt_jwks_url:
         warnings.append("JWT_SECRET_KEY is not set: every JWT will be rejected")
     for name, reason in UNSUPPORTED_ENV_VARS.items():
         if env.get(name, "").strip():

@@ -60,5 +60,8 @@ def serve(settings: Settings) -> None:
     stopping.wait()
     log.info("shutting down")
     for server in servers:
+        server.close()  # stop accepting; streams are the actors' to end
+    gateway.drain()
+    for server in servers:
         server.stop(timeout=1)
     gateway.stop()

@@ -33,6 +33,12 @@ class _LazyApplication:
             self.gateway = gateway
             self._app = create_app(gateway)
 
+    def drain(self) -> None:
+        """Graceful shutdown of this worker's connections (gunicorn's SIGTERM)."""
+        if self.gateway is not None:
+            self.gateway.drain()
+            self.gateway.stop()
+
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:

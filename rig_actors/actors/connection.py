@@ -71,10 +71,20 @@ class EventFrames:
     ``sse_event`` call.
     """
 
-    __slots__ = ("_sse", "_ws", "event")
+    __slots__ = ("_sse", "_ws", "event", "event_id", "origin")
 
-    def __init__(self, event: CloudEvent) -> None:
+    def __init__(
+        self,
+        event: CloudEvent,
+        event_id: str | None = None,
+        origin: tuple[tuple[int, int], int] | None = None,
+    ) -> None:
         self.event = event
+        # Where a Kafka event was read: ((topic index, partition), offset).
+        self.origin = origin
+        # The gateway's id for replay (SSE "id:" line); None for per-connection
+        # events such as rig.subscriptions_set.
+        self.event_id = event_id
         self._sse: bytes | None = None
         self._ws: bytes | None = None
 
@@ -82,7 +92,7 @@ class EventFrames:
     def sse(self) -> bytes:
         frame = self._sse
         if frame is None:
-            frame = self._sse = framing.sse_event(self.event.type, self.event.json)
+            frame = self._sse = framing.sse_event(self.event.type, self.event.json, self.event_id)
         return frame
 
     @property
@@ -122,6 +132,13 @@ class Poll:
 
 
 @dataclass(frozen=True, slots=True)
+class Goodbye:
+    """The worker is shutting down: say how to come back, drain, close."""
+
+    retry_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Crash:
     """Fault injection: make the actor raise (tests and drills only)."""
 
@@ -140,6 +157,7 @@ class ConnectionContext:
         "names",
         "on_exit",
         "outbox",
+        "slow_policy",
     )
 
     def __init__(
@@ -151,6 +169,7 @@ class ConnectionContext:
         max_pending: int,
         on_exit: Callable[[ExitNotice], None],
         lp_buffer_size: int = 200,
+        slow_policy: str = "disconnect",
     ) -> None:
         self.names = names
         self.outbox = outbox
@@ -158,14 +177,15 @@ class ConnectionContext:
         self.max_pending = max_pending
         self.on_exit = on_exit
         self.lp_buffer_size = lp_buffer_size
+        self.slow_policy = slow_policy
         # Plain ints bumped on rare paths only; metrics read them.
-        self.counters = {"slow_consumer_disconnects": 0, "crashes": 0}
+        self.counters = {"slow_consumer_disconnects": 0, "slow_consumer_drops": 0, "crashes": 0}
 
 
 class ClientActor(Actor):
     """What all three transports share: identity, subscriptions, session."""
 
-    __slots__ = ("closed", "conn_id", "ctx", "sessions", "subscriptions", "token")
+    __slots__ = ("closed", "conn_id", "ctx", "replay_from", "sessions", "subscriptions", "token")
 
     transport = "?"
 
@@ -184,6 +204,9 @@ class ClientActor(Actor):
         self.subscriptions = subscriptions
         self.sessions = sessions
         self.closed = False
+        # Last-Event-ID the client reconnected with: replayed after the
+        # subscriptions are indexed, then forgotten.
+        self.replay_from: str | None = None
 
     def begin(self) -> None:
         """Start the actor linked to the connection supervisor."""
@@ -194,10 +217,22 @@ class ClientActor(Actor):
     def offer_event(self, frames: EventFrames) -> None:
         raise NotImplementedError
 
+    def hold(self) -> None:
+        """A replay is being read: keep live deliveries back until release."""
+
+    def skip_until(self, positions: dict[tuple[int, int], int]) -> None:
+        """Drop live Kafka events below these positions: the client has them."""
+
+    def release(self, first: list[EventFrames]) -> None:
+        """The replay is done: deliver ``first`` (replayed events), then the rest."""
+        for frames in first:
+            self.offer_event(frames)
+
     # -- messages ---------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._register(announce=True)
+        self._register(announce=True, replay_from=self.replay_from)
+        self.replay_from = None
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, SetSubscriptions):
@@ -212,6 +247,9 @@ class ClientActor(Actor):
         if isinstance(message, Kill):
             self.kill(message)
             return None
+        if isinstance(message, Goodbye):
+            self.goodbye(message.retry_ms)
+            return None
         if isinstance(message, Crash):
             raise RuntimeError(f"crash injected into {self!r}")
         return super().on_receive(message)
@@ -223,12 +261,12 @@ class ClientActor(Actor):
         self.ctx.counters["crashes"] += 1
         self.close(f"crashed: {type(exc).__name__}")
 
-    def _register(self, *, announce: bool) -> None:
+    def _register(self, *, announce: bool, replay_from: str | None = None) -> None:
         from .registry import Subscribe  # the registry imports us
 
         try:
             registry = self.ctx.names.get("registry")
-            registry.tell(Subscribe(self, self.subscriptions, announce))
+            registry.tell(Subscribe(self, self.subscriptions, announce, replay_from))
         except ActorDeadError:
             # The registry is restarting; its on_start asks every live
             # connection to re-register, so nothing is lost.
@@ -244,6 +282,10 @@ class ClientActor(Actor):
 
     def kill(self, message: Kill) -> None:
         raise NotImplementedError
+
+    def goodbye(self, retry_ms: int) -> None:
+        """Shutdown: tell the client to reconnect (elsewhere), then end."""
+        self.close("shutdown")
 
     def close(self, reason: str) -> None:
         raise NotImplementedError
@@ -261,7 +303,19 @@ class ClientActor(Actor):
 class StreamConnection(ClientActor):
     """A pushed stream over a socket we own (SSE or WebSocket)."""
 
-    __slots__ = ("_dirty", "_pending", "_pending_bytes", "_rwatch", "_wwatch", "sock")
+    __slots__ = (
+        "_closing",
+        "_dirty",
+        "_drop_notice",
+        "_dropped",
+        "_held",
+        "_pending",
+        "_pending_bytes",
+        "_rwatch",
+        "_skip",
+        "_wwatch",
+        "sock",
+    )
 
     def __init__(
         self,
@@ -279,6 +333,13 @@ class StreamConnection(ClientActor):
         self._pending: list[bytes] | None = None
         self._pending_bytes = 0
         self._dirty = False
+        self._closing = ""  # a reason once the connection should end after its last write
+        # drop_oldest: the queued notice and the count it reports, so that a
+        # later drop replaces it with the running total instead of losing it.
+        self._drop_notice: bytes | None = None
+        self._dropped = 0
+        self._held: list[bytes] | None = None  # live frames kept back during a replay
+        self._skip: dict[tuple[int, int], int] | None = None
 
     def on_start(self) -> None:
         sock = self.sock
@@ -303,7 +364,15 @@ class StreamConnection(ClientActor):
 
     def offer(self, data: bytes) -> None:
         """Queue bytes for the next flush pass; never blocks."""
-        if self.closed:
+        if self.closed or self._closing:
+            return  # ending: only the last words already queued go out
+        held = self._held
+        if held is not None:
+            held.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes > self.ctx.max_pending:
+                self.ctx.counters["slow_consumer_disconnects"] += 1
+                self.close("slow consumer (live events piled up during a replay)")
             return
         pending = self._pending
         if pending is None:
@@ -335,6 +404,8 @@ class StreamConnection(ClientActor):
         if sent == len(data):
             self._pending = None
             self._pending_bytes = 0
+            if self._closing:
+                self.close(self._closing)
             return
         rest = data[sent:]
         self._pending = [rest]
@@ -352,14 +423,74 @@ class StreamConnection(ClientActor):
             self.crash(exc)
 
     def _slow_consumer(self) -> None:
-        self.ctx.counters["slow_consumer_disconnects"] += 1
+        """The outbound buffer passed its bound: apply ``slow_consumer_policy``.
+
+        ``disconnect`` (the default) drops what is queued and ends the
+        connection with a notice the client reads last (SSE: a
+        ``rig.slow_consumer`` event; WebSocket: close 1008). ``drop_oldest``
+        drops the oldest queued frames down to half the bound and queues a
+        ``rig.events_dropped`` notice (how many) in their place. Either way
+        memory stays bounded and the other connections never wait.
+        """
+        ctx = self.ctx
+        pending = self._pending or []
+        # A frame the kernel took part of must be finished: cutting it would
+        # corrupt the stream.
+        keep = pending[:1] if self._wwatch is not None else []
+        rest = pending[len(keep) :]
+        if ctx.slow_policy == "drop_oldest":
+            old_notice = self._drop_notice
+            if old_notice is not None and any(frame is old_notice for frame in rest):
+                rest = [frame for frame in rest if frame is not old_notice]
+            else:
+                self._dropped = 0  # the previous notice went out: count afresh
+            size = sum(len(frame) for frame in rest)
+            dropped = 0
+            while dropped < len(rest) and size > ctx.max_pending // 2:
+                size -= len(rest[dropped])
+                dropped += 1
+            ctx.counters["slow_consumer_drops"] += dropped
+            self._dropped += dropped
+            notice = self._drop_notice = self.notice(
+                "rig.events_dropped",
+                {"dropped": self._dropped, "reason": "slow consumer: outbound buffer full"},
+            )
+            self._pending = [*keep, notice, *rest[dropped:]]
+            self._pending_bytes = sum(len(frame) for frame in self._pending)
+            if not self._dirty:
+                self._dirty = True
+                ctx.outbox.mark(self)
+            return
+        ctx.counters["slow_consumer_disconnects"] += 1
         log.warning(
             "connection %s: %d bytes pending, over the %d byte bound; disconnecting",
             self.conn_id,
             self._pending_bytes,
-            self.ctx.max_pending,
+            ctx.max_pending,
         )
-        self.close("slow consumer")
+        self._pending = [*keep]
+        self._pending_bytes = sum(len(frame) for frame in keep)
+        self.end_after(self.slow_goodbye(), "slow consumer")
+
+    def notice(self, event_type: str, data: dict[str, Any]) -> bytes:
+        """A gateway event for this client, framed for its transport."""
+        raise NotImplementedError
+
+    def slow_goodbye(self) -> bytes:
+        """The last frame of a connection dropped for being slow."""
+        raise NotImplementedError
+
+    def heartbeat(self) -> None:
+        if self._rwatch is None:
+            return  # adopted but not started: the response head must go first
+        if self._closing:
+            # Its last words have not drained since the previous beat: the
+            # client is not reading. Stop waiting for it.
+            self.close(f"{self._closing} (not drained)")
+            return
+        self.offer(self.heartbeat_frame)
+
+    heartbeat_frame = b""
 
     # -- input ---------------------------------------------------------------------
 
@@ -415,6 +546,41 @@ class StreamConnection(ClientActor):
         self._unregister()
         self.actor_ref.stop()
 
+    def hold(self) -> None:
+        if self._held is None:
+            self._held = []
+
+    def skip_until(self, positions: dict[tuple[int, int], int]) -> None:
+        self._skip = dict(positions) or None
+
+    def _already_has(self, frames: EventFrames) -> bool:
+        """True for a live event below the client's resume position."""
+        skip = self._skip
+        origin = frames.origin
+        if skip is None or origin is None:
+            return False
+        key, offset = origin
+        if offset < skip.get(key, 0):
+            return True
+        skip.pop(key, None)  # this partition has caught up with the client
+        if not skip:
+            self._skip = None
+        return False
+
+    def release(self, first: list[EventFrames]) -> None:
+        held, self._held = self._held, None
+        self._pending_bytes -= sum(len(data) for data in held or ())
+        super().release(first)
+        for data in held or ():
+            self.offer(data)
+
+    def end_after(self, data: bytes, reason: str) -> None:
+        """Queue ``data`` as the last bytes; close once they are written."""
+        self.offer(data)
+        self._closing = reason
+        if not self._dirty and self._wwatch is None and not self.closed:
+            self.flush()
+
     def _final_write(self, data: bytes) -> None:
         """Best-effort last words before closing: one non-blocking send."""
         pending = self._pending
@@ -449,10 +615,21 @@ class SseConnection(StreamConnection):
         return head + framing.sse_event(create.type, create.json)
 
     def offer_event(self, frames: EventFrames) -> None:
+        if self._skip is not None and self._already_has(frames):
+            return
         self.offer(frames.sse)
 
-    def heartbeat(self) -> None:
-        self.offer(framing.SSE_HEARTBEAT)
+    heartbeat_frame = framing.SSE_HEARTBEAT
+
+    def notice(self, event_type: str, data: dict[str, Any]) -> bytes:
+        event = new_rig_event(event_type, data)
+        return framing.sse_event(event.type, event.json)
+
+    def slow_goodbye(self) -> bytes:
+        return self.notice(
+            "rig.slow_consumer",
+            {"reason": "the client did not read fast enough; reconnect to resume"},
+        )
 
     def received(self, data: bytes) -> None:
         pass  # an SSE client has nothing to say; EOF is all we watch for
@@ -461,6 +638,11 @@ class SseConnection(StreamConnection):
         event = new_rig_event(message.event_type)
         self._final_write(framing.sse_event(event.type, event.json))
         self.close(message.event_type)
+
+    def goodbye(self, retry_ms: int) -> None:
+        # EventSource reconnects by itself after "retry" ms; spread per
+        # client by the caller so that they do not all return at once.
+        self.end_after(framing.sse_retry(retry_ms), "shutdown")
 
 
 class WsConnection(StreamConnection):
@@ -480,10 +662,17 @@ class WsConnection(StreamConnection):
         return framing.ws_text(create.json)
 
     def offer_event(self, frames: EventFrames) -> None:
+        if self._skip is not None and self._already_has(frames):
+            return
         self.offer(frames.ws)
 
-    def heartbeat(self) -> None:
-        self.offer(framing.WS_PING)
+    heartbeat_frame = framing.WS_PING
+
+    def notice(self, event_type: str, data: dict[str, Any]) -> bytes:
+        return framing.ws_text(new_rig_event(event_type, data).json)
+
+    def slow_goodbye(self) -> bytes:
+        return framing.ws_close(1008, "Slow consumer: reconnect to resume.")
 
     def received(self, data: bytes) -> None:
         try:
@@ -512,11 +701,20 @@ class WsConnection(StreamConnection):
     def kill(self, message: Kill) -> None:
         self.close_with(1000, message.ws_reason)
 
+    def goodbye(self, retry_ms: int) -> None:
+        self.end_after(framing.ws_close(1001, "Going away."), "shutdown")
+
 
 class LongPollSession(ClientActor):
-    """Long-polling: events wait in a bounded buffer until the client polls."""
+    """Long-polling: events wait in a bounded buffer until the client polls.
 
-    __slots__ = ("_buffer", "_seq", "_waiter", "last_poll")
+    A kill (blacklisted session, expired token) is an event like any other
+    for a long-polling client: it is buffered last, a waiting poll returns
+    it at once, and the session ends after the poll that delivered it (or
+    at the next idle sweep if the client never polls again).
+    """
+
+    __slots__ = ("_buffer", "_seq", "_waiter", "killed", "last_poll")
 
     transport = "longpolling"
 
@@ -526,6 +724,7 @@ class LongPollSession(ClientActor):
         self._seq = 0
         self._waiter: AsyncResult | None = None
         self.last_poll = time.monotonic()
+        self.killed = ""  # the kill's event type, once killed
 
     def on_start(self) -> None:
         create = new_rig_event("rig.connection.create", {"connection_token": self.token})
@@ -533,7 +732,7 @@ class LongPollSession(ClientActor):
         super().on_start()
 
     def offer_event(self, frames: EventFrames) -> None:
-        if not self.closed:
+        if not self.closed and not self.killed:
             self._append(frames.event.json)
 
     def heartbeat(self) -> None:
@@ -549,6 +748,8 @@ class LongPollSession(ClientActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Poll):
             return self._poll(message.cursor)
+        if self.killed and isinstance(message, SetSubscriptions | Reregister | Kill):
+            return None  # killed: nothing may subscribe it again
         return super().on_receive(message)
 
     def _poll(self, cursor: str) -> tuple[list[str], str] | AsyncResult:
@@ -556,6 +757,15 @@ class LongPollSession(ClientActor):
         self.last_poll = time.monotonic()
         after = int(cursor) if cursor.isdigit() else 0
         events = [json for seq, json in self._buffer if seq > after]
+        if self._buffer and self._buffer[0][0] > after + 1:
+            # The bounded buffer overflowed since the last poll: counted here,
+            # once per poll, rather than on every delivery.
+            counters = self.ctx.counters
+            dropped = self._buffer[0][0] - after - 1
+            counters["longpolling_dropped"] = counters.get("longpolling_dropped", 0) + dropped
+        if self.killed:
+            self.close(self.killed)  # this answer carries the news; then it ends
+            return events, str(self._seq)
         if events or self.closed:
             return events, str(self._seq)
         if self._waiter is None:
@@ -563,7 +773,13 @@ class LongPollSession(ClientActor):
         return self._waiter
 
     def kill(self, message: Kill) -> None:
-        self.close(message.event_type)
+        if self.closed or self.killed:
+            return
+        self.killed = message.event_type
+        log.info("connection %s (longpolling) ending: %s", self.conn_id, message.event_type)
+        self._unregister()
+        # Buffered last; wakes a waiting poll, which returns it.
+        self._append(new_rig_event(message.event_type).json)
 
     def close(self, reason: str) -> None:
         if self.closed:

@@ -74,6 +74,10 @@ class Names:
     def set(self, name: str, ref: ActorRef) -> None:
         self._refs[name] = ref
 
+    def items(self) -> list[tuple[str, ActorRef]]:
+        """Every registered ``(name, ref)`` now (for the metrics sampler)."""
+        return list(self._refs.items())
+
     def discard(self, name: str, ref: ActorRef) -> None:
         if self._refs.get(name) is ref:
             del self._refs[name]

@@ -24,7 +24,7 @@ import json
 import math
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -40,6 +40,9 @@ from jwt.exceptions import (
     InvalidSignatureError,
     PyJWTError,
 )
+
+if TYPE_CHECKING:
+    from .jwks import JwksKeys
 
 __all__ = ["ALGORITHMS", "JwtError", "JwtVerifier"]
 
@@ -111,6 +114,7 @@ class JwtVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         leeway_s: float = 0,
+        jwks: JwksKeys | None = None,
     ) -> None:
         if algorithm not in ALGORITHMS:
             raise JwtError(
@@ -121,6 +125,9 @@ class JwtVerifier:
         self.audience = audience or None
         self.leeway_s = float(leeway_s)
         self._key: bytes | _PublicKey | None = _prepare_key(secret_key, algorithm)
+        # With a JWKS URL, a token's "kid" picks the key from the set; a token
+        # without one falls back to the configured secret key (if any).
+        self._jwks = jwks
         # A private PyJWS that knows only the pinned algorithm: anything else in the
         # token header (including "none" and the HS-with-public-key confusion) fails
         # before a key is ever used.
@@ -150,7 +157,10 @@ class JwtVerifier:
         if len(token) > _MAX_TOKEN_CHARS:
             raise JwtError("not a token: too long")
         try:
-            if self._key is None:
+            key = self._key
+            if self._jwks is not None:
+                key = self._key_from_jwks(token) or key
+            if key is None:
                 # Still parse, so garbage and wrong algorithms get their own causes.
                 header = self._jws.decode_complete(
                     token,
@@ -162,7 +172,7 @@ class JwtVerifier:
                 raise JwtError("Invalid signature")
             decoded = self._jws.decode_complete(
                 token,
-                key=self._key,  # type: ignore[arg-type]
+                key=key,  # type: ignore[arg-type]
                 algorithms=[self.algorithm],
             )
         except JwtError:
@@ -178,6 +188,24 @@ class JwtVerifier:
         except (PyJWTError, ValueError, TypeError) as err:
             raise JwtError(f"Could not verify token: {_one_line(err)}") from None
         return self._check_claims(decoded["payload"])
+
+    def _key_from_jwks(self, token: str) -> Any:
+        """The JWKS key the token's ``kid`` names (None: no kid and no single key)."""
+        assert self._jwks is not None
+        header = self._jws.get_unverified_header(token)
+        # Checked before any key is looked up, so that a token cannot make
+        # the gateway fetch the key set by naming a foreign algorithm.
+        if header.get("alg") != self.algorithm:
+            raise JwtError("Algorithm not allowed")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise JwtError("not a token: kid is not a string")
+        if kid is None and self._key is not None:
+            return self._key  # no kid: the configured secret key comes first
+        key = self._jwks.key_for(kid)
+        if key is None and kid is not None:
+            raise JwtError("unknown key id")
+        return key
 
     def _check_claims(self, payload: bytes) -> dict[str, Any]:
         try:

@@ -64,7 +64,7 @@ def _strip_newlines(text: str) -> str:
     return text.replace("\r", "").replace("\n", "")
 
 
-def sse_event(event_type: str, data: str) -> bytes:
+def sse_event(event_type: str, data: str, event_id: str | None = None) -> bytes:
     """Encode one SSE event, UTF-8.
 
     Each line of ``data`` becomes its own ``data:`` field so the client's
@@ -77,8 +77,13 @@ def sse_event(event_type: str, data: str) -> bytes:
     b'event: t\\ndata: line1\\ndata: line2\\n\\n'
     >>> sse_event("t\\ndata: evil", "x")
     b'event: tdata: evil\\ndata: x\\n\\n'
+    >>> sse_event("t", "x", event_id="ab-7")
+    b'id: ab-7\\nevent: t\\ndata: x\\n\\n'
     """
     parts = [f"event: {_strip_newlines(event_type)}\n"]
+    if event_id is not None:
+        # EventSource stores it and sends it back as Last-Event-ID.
+        parts.insert(0, f"id: {_strip_newlines(event_id)}\n")
     parts.extend(f"data: {line}\n" for line in _SSE_LINE_BREAK.split(data))
     parts.append("\n")
     return "".join(parts).encode("utf-8")

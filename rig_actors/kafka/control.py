@@ -14,9 +14,11 @@ record, key = the addressee, value = UTF-8 JSON::
 
 Kinds used so far:
 
-- ``hello`` (to ``*``, every 2 s): the sender is alive. Each worker keeps
-  the set of workers it has heard from (:meth:`ControlBus.peers`), which
-  tells "the owner is gone" (410 at once) from "the owner is slow".
+- ``hello`` (to ``*``, every 2 s, body ``{"node": "<host name>"}``): the
+  sender is alive. Each worker keeps the set of workers it has heard from
+  (:meth:`ControlBus.peers`, with their nodes in
+  :meth:`ControlBus.peer_nodes`), which tells "the owner is gone" (410 at
+  once) from "the owner is slow".
 - ``put_subscriptions``: apply a subscriptions PUT on the worker that owns
   the connection; reply ``{"status": 204|410}``.
 - ``lp_poll``: run a long-poll on the worker that owns the session; reply
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -52,6 +55,7 @@ Handler = Callable[[dict[str, Any], str], "dict[str, Any] | None"]
 
 _HELLO_EVERY_S = 2.0
 _PEER_TTL_S = 10.0
+_NODE = socket.gethostname()
 
 
 class RequestTimeout(Exception):
@@ -72,6 +76,7 @@ class ControlBus:
         self._handlers: dict[str, Handler] = {}
         self._pending: dict[str, AsyncResult] = {}
         self._peers: dict[str, float] = {}
+        self._nodes: dict[str, str] = {}
         self._hello: Any = None
         self.received = 0
 
@@ -133,6 +138,10 @@ class ControlBus:
         now = time.time()
         return {w: t for w, t in self._peers.items() if now - t < _PEER_TTL_S}
 
+    def peer_nodes(self) -> dict[str, str]:
+        """The node (host name) of each worker in :meth:`peers`, as its hello said."""
+        return {w: self._nodes.get(w, "?") for w in self.peers()}
+
     def is_alive(self, worker_id: str) -> bool:
         if worker_id == self.worker_id:
             return True
@@ -156,7 +165,7 @@ class ControlBus:
 
     def _hello_once(self) -> None:
         try:
-            self.send("*", "hello", {})
+            self.send("*", "hello", {"node": _NODE})
         except ProduceError as exc:
             log.debug("hello not sent: %s", exc)
 
@@ -170,6 +179,11 @@ class ControlBus:
         if not isinstance(sender, str) or not isinstance(kind, str):
             return
         self._peers[sender] = time.time()
+        if kind == "hello":
+            body = message.get("body")
+            node = body.get("node") if isinstance(body, dict) else None
+            if isinstance(node, str):
+                self._nodes[sender] = node[:255]
         if to not in ("*", self.worker_id) or kind == "hello":
             return
         self.received += 1

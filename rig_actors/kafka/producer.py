@@ -13,6 +13,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
+from .. import metrics
 from ..config import Settings
 from .clients import KafkaState, producer_options
 
@@ -52,11 +53,17 @@ class Producer:
             metadata = future.get(timeout=timeout)
         except Exception as exc:  # every client failure is a ProduceError
             self.failed += 1
+            if topic != self.settings.kafka_control_topic:
+                metrics.PRODUCED_EVENTS_FAILED.labels("kafka", topic).inc()
             error = f"{type(exc).__name__}: {exc}"
             self.state.set("disconnected", error)
             self._reset_after(exc)
             raise ProduceError(f"could not produce to {topic}: {error}") from exc
         self.sent += 1
+        # The control channel is the workers' own chatter, not events (RIG's
+        # metric counts what the gateway produces for others).
+        if topic != self.settings.kafka_control_topic:
+            metrics.PRODUCED_EVENTS.labels("kafka", topic).inc()
         self.state.set("ready")
         return metadata
 
@@ -66,6 +73,8 @@ class Producer:
         return self._producer
 
     def _reset_after(self, exc: BaseException) -> None:
+        if isinstance(exc, (ValueError, TypeError)):
+            return  # this record was wrong (a bad topic name): the producer is fine
         # A producer that could not even bootstrap, or whose broker forgot it,
         # is rebuilt on the next send; one that timed out keeps its buffer.
         if type(exc).__name__ in {"NoBrokersAvailable", "KafkaTimeoutError"} and self._producer:

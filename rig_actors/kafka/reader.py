@@ -4,6 +4,8 @@ Each gateway worker must see every event (and every control message), so
 readers use no consumer group: they ``assign()`` themselves all partitions
 of their topics. A reader starts at the end of each partition: what was
 published before it was ready is not delivered (see ``docs/fabric.rst``).
+With ``from_beginning=True`` it reads each partition from its start instead
+(the session blacklist, a compacted topic every worker must know whole).
 
 The poll loop is a message the actor sends itself, so a stop (or any other
 message) is handled between two polls. A broker that cannot be reached is
@@ -38,16 +40,26 @@ _PROBE_EVERY_S = 2.0
 class TopicReader(Actor):
     """Base class: subclasses implement :meth:`handle`."""
 
-    def __init__(self, settings: Settings, topics: tuple[str, ...], client_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: tuple[str, ...],
+        client_id: str,
+        *,
+        from_beginning: bool = False,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.topics = topics
         self.client_id = client_id
+        self.from_beginning = from_beginning
         self.state = KafkaState()
         self._consumer: KafkaConsumer | None = None
         self._backoff = Backoff()
         self._next_probe = 0.0
         self._assigned: set[TopicPartition] = set()
+        # (topic, partition) -> records behind the end; read by the metrics sampler.
+        self.lag: dict[tuple[str, int], int] = {}
 
     @classmethod
     def start_linked(cls, exit_to: Any, **kwargs: Any) -> ActorRef:
@@ -55,6 +67,9 @@ class TopicReader(Actor):
 
     def handle(self, records: list[ConsumerRecord]) -> None:
         raise NotImplementedError
+
+    def positioned(self, consumer: KafkaConsumer, partitions: set[TopicPartition]) -> None:
+        """Called once the reader knows where it starts in every partition."""
 
     def on_start(self) -> None:
         self.actor_ref.tell(_CONNECT)
@@ -84,9 +99,13 @@ class TopicReader(Actor):
             if not partitions:
                 raise RuntimeError(f"no partitions for {', '.join(self.topics)} yet")
             consumer.assign(list(partitions))
-            consumer.seek_to_end(*partitions)
+            if self.from_beginning:
+                consumer.seek_to_beginning(*partitions)
+            else:
+                consumer.seek_to_end(*partitions)
             for tp in partitions:
                 consumer.position(tp, timeout_ms=5000)  # resolve now: "ready" means positioned
+            self.positioned(consumer, partitions)
         except Exception as exc:  # any client error: retry later
             self._retry_later(exc)
             try:
@@ -160,6 +179,24 @@ class TopicReader(Actor):
             self._assigned |= new
             consumer.assign(list(self._assigned))
             consumer.seek_to_beginning(*new)  # a partition that appeared: all of it is new
+        self._sample_lag(consumer)
+
+    def _sample_lag(self, consumer: KafkaConsumer) -> None:
+        """Records behind each partition's end: the last fetch's highwater - position.
+
+        No broker round trip: the highwater comes with every fetch response
+        and the position is local, so this runs with each probe.
+        """
+        lag = {}
+        for tp in self._assigned:
+            try:
+                end = consumer.highwater(tp)
+                position = consumer.position(tp, timeout_ms=100)
+            except Exception:  # not assigned (any more) or not positioned: skip it
+                continue
+            if end is not None and position is not None:
+                lag[(tp.topic, tp.partition)] = max(0, end - position)
+        self.lag = lag
 
     def _rewind_truncated(self, consumer: KafkaConsumer) -> None:
         """After an outage, read partitions that now end before our position.

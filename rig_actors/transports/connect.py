@@ -3,9 +3,11 @@
 The checks run in RIG's order so that the same bad input gets the same
 answer: undecodable ``subscriptions`` JSON, then the JWT (query parameter
 ``jwt`` or an ``Authorization: Bearer`` header), then the subscriptions
-themselves, then our limits, then the connection rate limit. The result is
-the subscription set (automatic ones from the JWT first, deduplicated) and
-the session names the connection belongs to.
+themselves, then our limits, then ``SUBSCRIPTION_CHECK`` (only when a
+``subscriptions`` parameter was given, as in RIG, but for long-polling too),
+then the connection rate limit. The result is the subscription set
+(automatic ones from the JWT first, deduplicated), the session names the
+connection belongs to and when its token expires.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from ..subscriptions.extractors import resolve_pointer
 if TYPE_CHECKING:
     from ..gateway import Gateway
 
-__all__ = ["ConnectError", "Prepared", "prepare_connection", "session_names", "subscription_limits"]
+__all__ = [
+    "ConnectError",
+    "Prepared",
+    "earliest_exp",
+    "prepare_connection",
+    "session_names",
+    "subscription_limits",
+]
 
 
 class ConnectError(Exception):
@@ -45,6 +54,8 @@ class ConnectError(Exception):
 class Prepared:
     subscriptions: tuple[Subscription, ...]
     sessions: tuple[str, ...]
+    #: The earliest ``exp`` of the request's JWTs (epoch s); None without a JWT.
+    expires_at: float | None = None
 
 
 def prepare_connection(
@@ -69,15 +80,19 @@ def prepare_connection(
             message = f"Failed to decode subscription list: {exc}"
             raise ConnectError(400, message, ws_reason=message) from None
 
+    authorization = list(authorization)
     tokens = [t for t in (args.get("jwt") or "",) if t] + JwtVerifier.bearer_tokens(authorization)
     claims: dict[str, Any] = {}
+    expires_at: float | None = None
     for token in tokens:
         try:
-            claims.update(gateway.verify_jwt(token))
+            token_claims = gateway.verify_jwt(token)
         except JwtError as exc:
             raise ConnectError(
                 400, f"could not parse subscriptions: could not decode JWT: {exc}"
             ) from None
+        claims.update(token_claims)
+        expires_at = earliest_exp(expires_at, token_claims)
     automatic = gateway.extractors.jwt_subscriptions(claims) if claims else []
 
     manual: list[Subscription] = []
@@ -98,10 +113,36 @@ def prepare_connection(
     if problem:
         raise ConnectError(400, f"could not parse subscriptions: {problem}")
 
+    if raw is not None and gateway.subscription_check.enabled:
+        # RIG's request to the checker: the list rebuilt as a body, and the
+        # query parameter's JWT as a bearer credential.
+        credentials = [f"Bearer {t}" for t in (args.get("jwt") or "",) if t] + authorization
+        allowed = gateway.subscription_check.allows(
+            body=json.dumps({"subscriptions": decoded}).encode(),
+            content_type="application/json; charset=utf-8",
+            authorization=credentials,
+        )
+        if not allowed:
+            raise ConnectError(400, "Subscription denied (not authorized).")
+
     if count_connection and not gateway.rate_limit.allow():
         raise ConnectError(429, "Reached maximum number of connections")
 
-    return Prepared(subscriptions, session_names(gateway, claims))
+    return Prepared(subscriptions, session_names(gateway, claims), expires_at)
+
+
+def earliest_exp(current: float | None, claims: Mapping[str, Any]) -> float | None:
+    """The earlier of ``current`` and the claims' ``exp`` (a verified token has one).
+
+    Example::
+
+        >>> earliest_exp(None, {"exp": 20}), earliest_exp(10.0, {"exp": 20})
+        (20, 10.0)
+    """
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return current
+    return exp if current is None else min(current, exp)
 
 
 def subscription_limits(gateway: Gateway, subscriptions: tuple[Subscription, ...]) -> str | None:

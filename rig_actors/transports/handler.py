@@ -14,30 +14,221 @@ frames and unframes itself (close codes kept, frame size bounded).
 
 The same handler serves the embedded server and gunicorn (see
 :class:`GatewayWorker`).
+
+It also bounds the *request phase* against slow, idle or oversized
+clients (not the streams: a taken-over socket is no longer read here):
+
+- the request line and headers must arrive within ``request_timeout_s``
+  (``REQUEST_TIMEOUT_MS``) of the handler starting to wait for them (an
+  idle keep-alive connection counts: it is closed), and the body within
+  the same time again, counted while it is being read; late head -> 408,
+  late body -> 408, silence -> the connection is closed;
+- the request line is at most 8 KiB (pywsgi: 414), the header block at
+  most :data:`MAX_HEADER_BYTES` in at most :data:`MAX_HEADERS` lines (431).
 """
 
 from __future__ import annotations
 
 import _socket
+import base64
+import binascii
 import logging
+import time
 from collections.abc import Callable
+from io import BytesIO
 from typing import Any
 
+import gevent
 from geventwebsocket.handler import WebSocketHandler
+from werkzeug.exceptions import RequestTimeout as _HttpRequestTimeout
 
 from ..events import framing
 
-__all__ = ["TAKEOVER", "GatewayHandler", "close_with_frame"]
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_HEADER_BYTES",
+    "TAKEOVER",
+    "GatewayHandler",
+    "RequestTimeout",
+    "close_with_frame",
+]
 
 log = logging.getLogger(__name__)
 
 TAKEOVER = "rig.takeover"
+
+#: Largest header block accepted (all header lines together), and most lines.
+MAX_HEADER_BYTES = 32768
+MAX_HEADERS = 100
+
+
+def _plain(status: str, text: str) -> bytes:
+    body = text.encode()
+    return (
+        f"HTTP/1.1 {status}\r\nConnection: close\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1") + body
+
+
+_TIMEOUT_TEXT = "Request timeout: the request was not received in time."
+_TIMEOUT_RESPONSE = _plain("408 Request Timeout", _TIMEOUT_TEXT)
+_HEADERS_TOO_LARGE_RESPONSE = _plain(
+    "431 Request Header Fields Too Large",
+    f"Request headers too large: at most {MAX_HEADERS} lines and {MAX_HEADER_BYTES} bytes.",
+)
+
+
+class RequestTimeout(OSError, _HttpRequestTimeout):
+    """The client did not send its request (head or body) in time.
+
+    An ``OSError`` for pywsgi (a lost client: it closes the connection) and
+    an HTTP 408 for Flask (a view reading the body ends with an answer,
+    not a logged crash); the handler then sends its own 408.
+    """
+
+    response = None  # werkzeug's HTTPException sets it in an __init__ OSError's replaces
+
+
+class _HeadersTooLarge(ValueError):
+    pass
+
+
+class _DeadlineReader:
+    """The connection's reader; while ``deadline`` is set, reads must finish by then.
+
+    A read that would outlive the deadline raises :class:`RequestTimeout`
+    (an ``OSError``, which pywsgi treats as a lost client) and closes the
+    reader, so the connection is not used for another request.
+    """
+
+    __slots__ = ("_raw", "deadline", "expired", "idle")
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.deadline: float | None = None
+        # Body phase: each read gets this long (an idle timeout, like nginx's
+        # client_body_timeout), so a steady 100 MB upload is not cut off
+        # while a client that stops sending is.
+        self.idle: float | None = None
+        self.expired = False
+
+    def _bounded(self, method: Callable[..., Any], *args: Any) -> Any:
+        if self.expired:
+            raise RequestTimeout("request timeout")  # the reader is closed already
+        deadline = self.deadline
+        if self.idle is not None:
+            deadline = time.monotonic() + self.idle
+        if deadline is None:
+            return method(*args)
+        remaining = deadline - time.monotonic()
+        timer = gevent.Timeout(max(remaining, 0.0), RequestTimeout("request timeout"))
+        timer.start()
+        try:
+            if remaining <= 0:
+                raise RequestTimeout("request timeout")
+            return method(*args)
+        except RequestTimeout:
+            self.expired = True
+            self._raw.close()
+            raise
+        finally:
+            timer.close()
+
+    def read(self, *args: Any) -> Any:
+        return self._bounded(self._raw.read, *args)
+
+    def read1(self, *args: Any) -> Any:
+        return self._bounded(self._raw.read1, *args)
+
+    def readinto(self, *args: Any) -> Any:
+        return self._bounded(self._raw.readinto, *args)
+
+    def readline(self, *args: Any) -> Any:
+        return self._bounded(self._raw.readline, *args)
+
+    def readlines(self, *args: Any) -> Any:
+        return self._bounded(self._raw.readlines, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
 
 Takeover = Callable[[_socket.socket], None]
 
 
 class GatewayHandler(WebSocketHandler):
     """pywsgi handler with socket takeover; see the module docstring."""
+
+    #: ``REQUEST_TIMEOUT_MS`` in seconds; set by :func:`~rig_actors.web.app.create_app`.
+    request_timeout_s: float = 10.0
+
+    def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
+        super().__init__(sock, address, server, rfile)
+        self.rfile = _DeadlineReader(self.rfile)
+
+    # -- the request phase: bounded in time and size ------------------------------------
+
+    def read_requestline(self) -> str:
+        # Waiting for a request (including on an idle keep-alive connection).
+        self.rfile.idle = None
+        self.rfile.deadline = time.monotonic() + self.request_timeout_s
+        return super().read_requestline()
+
+    def read_request(self, raw_requestline: str) -> bool:
+        result = super().read_request(raw_requestline)
+        # The head is in; the body must keep arriving: each read gets the
+        # same allowance again.
+        self.rfile.deadline = None
+        self.rfile.idle = self.request_timeout_s
+        return result
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:  # pywsgi names it so
+        if fp is not self.rfile:
+            return super().MessageClass(fp, *args)
+        # Read the header block ourselves, bounded, then let pywsgi parse it.
+        lines: list[bytes] = []
+        size = 0
+        while True:
+            line = fp.readline(MAX_HEADER_BYTES + 1 - size)
+            size += len(line)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            if size > MAX_HEADER_BYTES or len(lines) >= MAX_HEADERS:
+                raise _HeadersTooLarge(f"headers over {MAX_HEADER_BYTES} bytes or {MAX_HEADERS}")
+            lines.append(line)
+        lines.append(b"\r\n")
+        return super().MessageClass(BytesIO(b"".join(lines)), *args)
+
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        if isinstance(ex, RequestTimeout):
+            self.close_connection = True
+            return ("408", _TIMEOUT_RESPONSE)
+        if isinstance(ex, _HeadersTooLarge):
+            self.close_connection = True
+            log.info("431 to %s: %s", self.client_address, ex)
+            return ("431", _HEADERS_TOO_LARGE_RESPONSE)
+        return super()._handle_client_error(ex)
+
+    def upgrade_websocket(self) -> Any:
+        # gevent-websocket answers a bad handshake with str bodies (a crash
+        # and a 500 on Python 3), a 402, or an uncaught binascii.Error: check
+        # the request here and answer those cases with a clear 4xx.
+        problem = _handshake_problem(self.environ, self.request_version)
+        if problem is None:
+            return super().upgrade_websocket()
+        status, text, headers = problem
+        self.start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *headers])
+        return [text.encode()]
+
+    def _answer_timeout(self) -> None:
+        """The application ran out of time reading the body: 408, then close."""
+        self._discard_result()
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")]
+        # Replaces the application's answer (which saw a lost client): not sent yet.
+        self.start_response("408 Request Timeout", headers, (None, None, None))
+        self.result = [_TIMEOUT_TEXT.encode()]
+        self.process_result()
+        self.close_connection = True
 
     def handle(self) -> None:
         # pywsgi writes a response's head and body in two sends; with Nagle
@@ -57,9 +248,15 @@ class GatewayHandler(WebSocketHandler):
             super().run_application()
             return
         self.result = self.application(environ, self.start_response)
+        if self.rfile.expired and not self.headers_sent and environ.get(TAKEOVER) is None:
+            self._answer_timeout()
+            return
         takeover: Takeover | None = environ.get(TAKEOVER)
         if takeover is None:
-            self.process_result()
+            try:
+                self.process_result()
+            finally:
+                self._discard_result()  # WSGI: the server calls close() when done
             return
         self._discard_result()
         takeover(self._detach())
@@ -96,8 +293,35 @@ class GatewayHandler(WebSocketHandler):
 
     def log_request(self) -> None:
         # Streams are logged by their actors (open and close, with reason).
-        if self.environ.get(TAKEOVER) is None:
+        # No environ: the request was refused before it was parsed (400, 408, 414, 431).
+        if self.environ is None or self.environ.get(TAKEOVER) is None:
             super().log_request()
+
+
+def _handshake_problem(
+    environ: dict[str, Any], request_version: str | None
+) -> tuple[str, str, list[tuple[str, str]]] | None:
+    """Why a WebSocket upgrade request cannot be accepted (RFC 6455 4.2.1), or None."""
+    if environ.get("REQUEST_METHOD") != "GET":
+        return None  # not an upgrade request at all: the application answers
+    if "upgrade" not in environ.get("HTTP_CONNECTION", "").lower():
+        return None
+    versions = [("Sec-WebSocket-Version", "13")]
+    if request_version != "HTTP/1.1":
+        return "400 Bad Request", "A WebSocket upgrade needs HTTP/1.1.", []
+    version = environ.get("HTTP_SEC_WEBSOCKET_VERSION")
+    if not version:
+        return "426 Upgrade Required", "No WebSocket protocol version given.", versions
+    if version.strip() not in ("13", "8", "7"):
+        return "400 Bad Request", "Unsupported WebSocket version.", versions
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid_key = False
+    if not valid_key:
+        return "400 Bad Request", "Missing or invalid Sec-WebSocket-Key.", []
+    return None
 
 
 def _no_start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:

@@ -71,6 +71,16 @@ def longpolling_blueprint(gateway: Gateway) -> Blueprint:
             result = _poll_remote(gateway, claims.owner, claims.conn_id, cursor, wait_s)
         if result is None:
             return _new_session(gateway, headers())
+        if result is _UNREACHABLE:
+            # The owner exists but did not answer (Kafka hiccup): the session
+            # is not lost, so do not replace it; the client polls again.
+            response = Response(
+                "The worker that holds the session did not answer; poll again.",
+                504,
+                headers(),
+                content_type="text/plain; charset=utf-8",
+            )
+            return response
         events, cursor = result
         # The buffered events are JSON text already: embed, don't re-encode.
         body = f'{{"last_event_id":{json.dumps(cursor)},"events":[{",".join(events)}]}}'
@@ -122,19 +132,28 @@ def poll_session(
             return [], cursor
 
 
+_UNREACHABLE: Any = ("unreachable",)
+
+
 def _poll_remote(
     gateway: Gateway, owner: str, conn_id: str, cursor: str, wait_s: float
 ) -> tuple[list[str], str] | None:
-    """Run the poll on the worker that owns the session (over the control channel)."""
+    """Run the poll on the worker that owns the session (over the control channel).
+
+    ``None`` when the session no longer exists anywhere (a new one is made);
+    ``_UNREACHABLE`` when its owner is alive but did not answer.
+    """
     if gateway.control is None:
         return None
     try:
         reply = gateway.control.request(
             owner, "lp_poll", {"conn_id": conn_id, "cursor": cursor}, timeout=wait_s + 5
         )
-    except (PeerGone, RequestTimeout, ProduceError) as exc:
-        log.info("long-poll session %s on %s unreachable: %s", conn_id, owner, exc)
+    except PeerGone:
         return None
+    except (RequestTimeout, ProduceError) as exc:
+        log.warning("long-poll session %s on %s did not answer: %s", conn_id, owner, exc)
+        return _UNREACHABLE
     events = reply.get("events")
     if reply.get("gone") or not isinstance(events, list):
         return None
@@ -175,7 +194,7 @@ def _new_session(gateway: Gateway, headers: dict[str, str]) -> Response:
     conn_id = gateway.new_connection_id()
     token = gateway.tokens.encode(gateway.worker_id, conn_id)
     session = LongPollSession(context, conn_id, token, prepared.subscriptions, prepared.sessions)
-    gateway.connections.tell(Adopt(session))
+    gateway.connections.tell(Adopt(session, prepared.expires_at))
     response = Response('"ok"', 200, headers, content_type="application/json; charset=utf-8")
     _set_cookies(response, token, _FIRST)
     return response

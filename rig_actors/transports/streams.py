@@ -42,12 +42,16 @@ def streams_blueprint(gateway: Gateway) -> Blueprint:
         token = gateway.tokens.encode(gateway.worker_id, conn_id)
         context = gateway.context
         assert context is not None
+        # EventSource sends Last-Event-ID when it reconnects; a first request
+        # (or a client that kept the id elsewhere) may pass it as a parameter.
+        last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
 
         def takeover(sock: _socket.socket) -> None:
             conn = SseConnection(
                 context, conn_id, token, prepared.subscriptions, prepared.sessions, sock
             )
-            gateway.connections.tell(Adopt(conn))
+            conn.replay_from = last_event_id
+            gateway.connections.tell(Adopt(conn, prepared.expires_at))
 
         request.environ[TAKEOVER] = takeover
         return Response(status=200)
@@ -74,6 +78,7 @@ def streams_blueprint(gateway: Gateway) -> Blueprint:
         context = gateway.context
         assert context is not None
         max_frame = gateway.settings.ws_max_frame_bytes
+        last_event_id = request.args.get("last_event_id")
 
         def takeover(sock: _socket.socket) -> None:
             conn = WsConnection(
@@ -85,7 +90,8 @@ def streams_blueprint(gateway: Gateway) -> Blueprint:
                 sock,
                 max_frame=max_frame,
             )
-            gateway.connections.tell(Adopt(conn))
+            conn.replay_from = last_event_id
+            gateway.connections.tell(Adopt(conn, prepared.expires_at))
 
         environ[TAKEOVER] = takeover
         return Response(status=101)

@@ -9,6 +9,11 @@ A connection held by another worker or node (the token names its owner)
 is updated over the Kafka control channel (``put_subscriptions``): the
 owner applies the set and answers 204 or 410. An owner not heard from
 lately no longer exists: 410 at once.
+
+``SUBSCRIPTION_CHECK`` runs on every PUT (403 ``Subscription denied.``).
+Bearer JWTs in the PUT join the connection to their sessions (so that a
+blacklisting kills it) and their ``exp`` becomes the connection's: a client
+can keep a stream open past its first token's expiry by PUTting a fresh one.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ import gevent
 from flask import Blueprint, Response, request
 
 from ..actors.connection import ClientActor, SetSubscriptions
-from ..actors.connections import Lookup
+from ..actors.connections import Associate, Lookup
 from ..actors.core import ActorDeadError
 from ..auth.jwt import JwtError, JwtVerifier
 from ..auth.tokens import TokenError
 from ..kafka.control import PeerGone, RequestTimeout
 from ..kafka.producer import ProduceError
 from ..subscriptions import Subscription, SubscriptionError, dedupe, parse_subscription_list
-from .connect import session_names, subscription_limits
+from .connect import earliest_exp, session_names, subscription_limits
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -66,8 +71,12 @@ def subscriptions_blueprint(gateway: Gateway) -> Blueprint:
             )
         if request.mimetype != "application/json":
             return answer(400, "Expected JSON encoded body.")
-        body = request.get_data(cache=False)
-        if len(body) > gateway.settings.max_event_body_bytes:
+        # Bounded read: a body over the limit is never held in memory whole.
+        limit = gateway.settings.max_event_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return answer(413, "Request body too large.")
+        body = request.stream.read(limit + 1)
+        if len(body) > limit:
             return answer(413, "Request body too large.")
         try:
             payload: Any = json.loads(body)
@@ -75,6 +84,13 @@ def subscriptions_blueprint(gateway: Gateway) -> Blueprint:
             return answer(400, "Expected JSON encoded body.")
         if not isinstance(payload, dict) or "subscriptions" not in payload:
             return answer(400, 'Expected field "subscriptions" is not present.')
+        check = gateway.subscription_check
+        if check.enabled and not check.allows(
+            body=body,
+            content_type=request.content_type or "",
+            authorization=request.headers.getlist("Authorization"),
+        ):
+            return answer(403, "Subscription denied.")
 
         try:
             claims_token = gateway.tokens.decode(token)
@@ -88,9 +104,12 @@ def subscriptions_blueprint(gateway: Gateway) -> Blueprint:
             return answer(410, "Connection no longer exists.")
 
         claims: dict[str, Any] = {}
+        expires_at: float | None = None
         for jwt in JwtVerifier.bearer_tokens(request.headers.getlist("Authorization")):
             try:
-                claims.update(gateway.verify_jwt(jwt))
+                token_claims = gateway.verify_jwt(jwt)
+                claims.update(token_claims)
+                expires_at = earliest_exp(expires_at, token_claims)
             except JwtError as exc:
                 return answer(
                     400,
@@ -111,12 +130,12 @@ def subscriptions_blueprint(gateway: Gateway) -> Blueprint:
             return answer(400, f"cannot accept subscription request: {problem}")
         sessions = session_names(gateway, claims)
         if local:
-            status = apply_subscriptions(gateway, conn_id, subscriptions, sessions)
+            status = apply_subscriptions(gateway, conn_id, subscriptions, sessions, expires_at)
         else:
             # Another worker or node owns the connection: it applies the set
             # and answers 204 or 410. Everything that can be checked without
             # the connection was checked here, in RIG's order.
-            status = _apply_remote(gateway, owner, conn_id, subscriptions, sessions)
+            status = _apply_remote(gateway, owner, conn_id, subscriptions, sessions, expires_at)
         if status == 410:
             return answer(410, "Connection no longer exists.")
         if status == 504:
@@ -134,7 +153,9 @@ def subscriptions_blueprint(gateway: Gateway) -> Blueprint:
                 return {"status": 400}
             sessions = tuple(str(s) for s in body.get("sessions") or ())
             conn_id = str(body.get("conn_id"))
-            return {"status": apply_subscriptions(gateway, conn_id, subscriptions, sessions)}
+            expires_at = earliest_exp(None, {"exp": body.get("expires_at")})
+            status = apply_subscriptions(gateway, conn_id, subscriptions, sessions, expires_at)
+            return {"status": status}
 
         gateway.control.register("put_subscriptions", remote_put)
 
@@ -146,6 +167,7 @@ def apply_subscriptions(
     conn_id: str,
     subscriptions: tuple[Subscription, ...],
     sessions: tuple[str, ...],
+    expires_at: float | None = None,
 ) -> int:
     """Replace a local connection's subscriptions: 204, or 410 if it is gone."""
     conn = _lookup(gateway, conn_id)
@@ -153,6 +175,9 @@ def apply_subscriptions(
         return 410
     try:
         conn.actor_ref.ask(SetSubscriptions(subscriptions, sessions))
+        if sessions or expires_at is not None:
+            # The supervisor indexes sessions and token expiry (kills, expiry).
+            gateway.connections.tell(Associate(conn_id, sessions, expires_at))
     except ActorDeadError:
         return 410
     return 204
@@ -171,12 +196,14 @@ def _apply_remote(
     conn_id: str,
     subscriptions: tuple[Subscription, ...],
     sessions: tuple[str, ...],
+    expires_at: float | None = None,
 ) -> int:
     assert gateway.control is not None
     body = {
         "conn_id": conn_id,
         "subscriptions": [sub.to_json() for sub in subscriptions],
         "sessions": list(sessions),
+        "expires_at": expires_at,
     }
     try:
         reply = gateway.control.request(owner, "put_subscriptions", body, timeout=5.0)

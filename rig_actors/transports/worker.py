@@ -20,3 +20,13 @@ class _Handler(PyWSGIHandler, GatewayHandler):
 
 class GatewayWorker(GeventPyWSGIWorker):
     wsgi_handler = _Handler
+
+    def run(self) -> None:
+        # gunicorn's loop returns once the worker stops accepting (SIGTERM,
+        # a graceful reload) and its request greenlets are done. Streams
+        # are not request greenlets: end them gracefully here, bounded by
+        # shutdown_timeout_ms (keep it below gunicorn's graceful_timeout).
+        super().run()
+        drain = getattr(self.wsgi, "drain", None)
+        if drain is not None:
+            drain()

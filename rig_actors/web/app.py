@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..transports.handler import GatewayHandler
+from .context import with_request_context
 from .inbound import create_inbound_app
 from .internal import create_internal_app
 
@@ -29,8 +31,12 @@ def create_app(gateway: Gateway) -> WsgiApp:
         >>> app = create_app(gateway)
         >>> WSGIServer(("127.0.0.1", 4000), app, handler_class=GatewayHandler)
     """
-    inbound = create_inbound_app(gateway)
-    internal = create_internal_app(gateway)
+    # The handler class serves both listeners (embedded server and gunicorn);
+    # its request-phase timeout is the one setting it needs.
+    GatewayHandler.request_timeout_s = gateway.settings.request_timeout_ms / 1000
+    # Request ids and trace context on both apps (RIG §11.3).
+    inbound = with_request_context(create_inbound_app(gateway))
+    internal = with_request_context(create_internal_app(gateway))
     api_port = str(gateway.settings.api_http_port)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -8,14 +8,18 @@ other path, falls through to the API gateway's router, which answers 404
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, request
+from werkzeug.routing import Rule
 
 from ..transports.longpolling import longpolling_blueprint
 from ..transports.streams import streams_blueprint
 from ..transports.subscriptions import subscriptions_blueprint
-from .intake import IntakeError, publish, read_event
+from .demo import demo_blueprint
+from .intake import IntakeError, publish, read_event, submission_denied
+from .observability import count_proxy_request
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -32,6 +36,7 @@ def create_inbound_app(gateway: Gateway) -> Flask:
     app.register_blueprint(longpolling_blueprint(gateway))
     app.register_blueprint(subscriptions_blueprint(gateway))
     app.register_blueprint(_events_blueprint(gateway))
+    app.register_blueprint(demo_blueprint())  # GET /_rig/demo
 
     @app.get("/_rig/health")
     def health() -> Response:
@@ -55,6 +60,19 @@ def create_inbound_app(gateway: Gateway) -> Flask:
     def bad_request(exc: Exception) -> Response:
         log.info("bad request %s %s: %s", request.method, request.path, exc)
         return Response("Bad request.", 400, content_type="text/plain; charset=utf-8")
+
+    def proxy(path: str = "") -> Response:
+        started = time.perf_counter()
+        response = gateway.proxy.handle(request.environ)
+        count_proxy_request(request.environ, response, started)  # rig_proxy_requests_total
+        return response or not_found(None)
+
+    # The API gateway takes every request no route above took. Plain rules
+    # without a method list match any method (RIG allows e.g. BADMETHOD),
+    # and without merge_slashes a path reaches the route table as sent.
+    app.url_map.add(Rule("/", endpoint="proxy", defaults={"path": ""}, merge_slashes=False))
+    app.url_map.add(Rule("/<path:path>", endpoint="proxy", merge_slashes=False))
+    app.view_functions["proxy"] = proxy
 
     return app
 
@@ -80,7 +98,7 @@ def _events_blueprint(gateway: Gateway) -> Blueprint:
         except IntakeError as exc:
             response = Response(exc.message, exc.status, content_type="text/plain; charset=utf-8")
         else:
-            response = publish(gateway, event)
+            response = submission_denied(gateway, request, event) or publish(gateway, event)
         response.headers["access-control-allow-origin"] = cors
         return response
 

@@ -19,7 +19,7 @@ from ..kafka.producer import ProduceError
 if TYPE_CHECKING:
     from ..gateway import Gateway
 
-__all__ = ["IntakeError", "accepted", "publish", "read_event"]
+__all__ = ["IntakeError", "accepted", "publish", "read_event", "submission_denied"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,23 @@ def read_event(gateway: Gateway, request: Request) -> CloudEvent:
         raise IntakeError(exc.status, str(exc)) from None
 
 
+def submission_denied(gateway: Gateway, request: Request, event: CloudEvent) -> Response | None:
+    """``SUBMISSION_CHECK`` for ``POST /_rig/v1/events``: a 403 to send, or None to go on.
+
+    The external checker gets the event as structured JSON (whatever mode it
+    came in) and the request's ``Authorization`` header (RIG §6.4, which RIG
+    itself never managed: §15 item 4).
+    """
+    check = gateway.submission_check
+    if not check.enabled or check.allows(
+        body=event.json.encode("utf-8"),
+        content_type="application/json; charset=utf-8",
+        authorization=request.headers.getlist("Authorization"),
+    ):
+        return None
+    return Response("Submission denied.", 403, content_type="text/plain; charset=utf-8")
+
+
 def publish(gateway: Gateway, event: CloudEvent) -> Response:
     """Publish ``event`` and answer 202, or 502 when Kafka did not take it."""
     try:
@@ -54,7 +71,11 @@ def publish(gateway: Gateway, event: CloudEvent) -> Response:
     except ProduceError as exc:
         log.warning("event %s not published: %s", event.id, exc)
         return Response(
-            "Could not publish the event: the Kafka brokers did not acknowledge it.",
+            # A timeout does not prove the record was lost: it may still be
+            # written. The client learns it was not confirmed, not that it
+            # is safe to assume nothing happened.
+            "The event could not be confirmed as published: the Kafka brokers did not "
+            "acknowledge it in time.",
             502,
             content_type="text/plain; charset=utf-8",
         )

@@ -15,6 +15,7 @@ import gc
 import logging
 from typing import TYPE_CHECKING
 
+import gevent
 import greenlet
 from flask import Flask, Response, jsonify, request
 
@@ -23,7 +24,10 @@ from ..actors.connections import Count, Lookup
 from ..actors.core import Actor, ActorDeadError
 from ..actors.registry import Stats
 from ..auth.tokens import TokenError
+from .apis import apis_blueprint, responses_blueprint
+from .blacklist import blacklist_blueprint
 from .intake import IntakeError, publish, read_event
+from .observability import observability_blueprint
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -35,6 +39,10 @@ log = logging.getLogger(__name__)
 
 def create_internal_app(gateway: Gateway) -> Flask:
     app = Flask("rig_actors.internal")
+    app.register_blueprint(blacklist_blueprint(gateway))
+    app.register_blueprint(apis_blueprint(gateway))
+    app.register_blueprint(responses_blueprint(gateway))
+    app.register_blueprint(observability_blueprint(gateway))  # /metrics, /_rig/status
 
     @app.get("/health")
     def health() -> Response:
@@ -58,8 +66,12 @@ def create_internal_app(gateway: Gateway) -> Flask:
 
     @app.get("/_rig/stats")
     def stats() -> Response:
-        registry = gateway.registry.ask(Stats())
-        counts = gateway.connections.ask(Count())
+        try:
+            registry = gateway.registry.ask(Stats())
+            counts = gateway.connections.ask(Count())
+        except (ActorDeadError, gevent.Timeout):
+            # Restarting, or too busy to answer (a storm of closes): say so.
+            return _error(503, "Busy, try again")
         body = {
             "worker": gateway.worker_id,
             "connections": counts,
@@ -82,19 +94,20 @@ def create_internal_app(gateway: Gateway) -> Flask:
         if not gateway.settings.fault_injection:
             return _error(404, "Not found")
         target = (request.get_json(silent=True) or {}).get("actor")
+        if not isinstance(target, str) or not target:
+            return _error(400, "Bad request")
         try:
-            if target == "registry":
-                gateway.registry.tell(Crash())
-            elif target == "connections":
-                gateway.connections.tell(Crash())
-            elif target == "connection":
+            if target == "connection":
                 token = (request.get_json(silent=True) or {}).get("token", "")
                 conn = gateway.connections.ask(Lookup(gateway.tokens.decode(token).conn_id))
                 if conn is None:
                     return _error(404, "Not found")
                 conn.actor_ref.tell(Crash())
             else:
-                return _error(400, "Bad request")
+                # Any registered actor: registry, connections, kafka-events,
+                # kafka-control, ... (an actor that has no Crash handler
+                # crashes on the unexpected message all the same).
+                gateway.names.get(target).tell(Crash())
         except (ActorDeadError, TokenError):
             return _error(404, "Not found")
         return Response(status=202)
