@@ -20,6 +20,7 @@ import websocket
 class SseEvent:
     type: str
     data: str
+    id: str | None = None
 
     @property
     def json(self) -> Any:
@@ -47,6 +48,7 @@ class SseClient:
             name, _, value = line.partition(":")
             self.headers[name.strip().lower()] = value.strip()
         self.comments: list[str] = []
+        self.retry: int | None = None
 
     def _read_until(self, marker: bytes, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
@@ -79,7 +81,7 @@ class SseClient:
         deadline = time.monotonic() + timeout
         while True:
             block = self._read_until(b"\n\n", max(0.0, deadline - time.monotonic())).decode()
-            event_type, data = "message", []
+            event_type, data, event_id = "message", [], None
             for line in block.split("\n"):
                 if line.startswith(":"):
                     self.comments.append(line[1:].strip())
@@ -87,8 +89,12 @@ class SseClient:
                     event_type = line[6:].strip()
                 elif line.startswith("data:"):
                     data.append(line[5:].removeprefix(" "))
+                elif line.startswith("id:"):
+                    event_id = line[3:].strip()
+                elif line.startswith("retry:"):
+                    self.retry = int(line[6:].strip())
             if data:
-                return SseEvent(event_type, "\n".join(data))
+                return SseEvent(event_type, "\n".join(data), event_id)
 
     def events(self, count: int, timeout: float = 5.0) -> list[SseEvent]:
         return [self.next_event(timeout) for _ in range(count)]
