@@ -354,6 +354,16 @@ class StreamConnection(ClientActor):
         """Bytes that open the stream: response head and the first event."""
         raise NotImplementedError
 
+    def offer_event(self, frames: EventFrames) -> None:
+        if self._skip is not None and self._already_has(frames):
+            return
+        self.offer(self.framed(frames))
+
+    @staticmethod
+    def framed(frames: EventFrames) -> bytes:
+        """This transport's frame of the event (built once, shared)."""
+        raise NotImplementedError
+
     def on_receive(self, message: Any) -> Any:
         if message is _READABLE:
             self._read()
@@ -611,13 +621,11 @@ class SseConnection(StreamConnection):
             "connection: close\r\n"
             "\r\n"
         ).encode("latin-1")
-        create = new_rig_event("rig.connection.create", {"connection_token": self.token})
-        return head + framing.sse_event(create.type, create.json)
+        return head + self.notice("rig.connection.create", {"connection_token": self.token})
 
-    def offer_event(self, frames: EventFrames) -> None:
-        if self._skip is not None and self._already_has(frames):
-            return
-        self.offer(frames.sse)
+    @staticmethod
+    def framed(frames: EventFrames) -> bytes:
+        return frames.sse
 
     heartbeat_frame = framing.SSE_HEARTBEAT
 
@@ -658,13 +666,11 @@ class WsConnection(StreamConnection):
 
     def greeting(self) -> bytes:
         # The 101 response was written by the handshake.
-        create = new_rig_event("rig.connection.create", {"connection_token": self.token})
-        return framing.ws_text(create.json)
+        return self.notice("rig.connection.create", {"connection_token": self.token})
 
-    def offer_event(self, frames: EventFrames) -> None:
-        if self._skip is not None and self._already_has(frames):
-            return
-        self.offer(frames.ws)
+    @staticmethod
+    def framed(frames: EventFrames) -> bytes:
+        return frames.ws
 
     heartbeat_frame = framing.WS_PING
 

@@ -35,8 +35,8 @@ def create_app(gateway: Gateway) -> WsgiApp:
     # its request-phase timeout is the one setting it needs.
     GatewayHandler.request_timeout_s = gateway.settings.request_timeout_ms / 1000
     # Request ids and trace context on both apps (RIG §11.3).
-    inbound = with_request_context(create_inbound_app(gateway))
-    internal = with_request_context(create_internal_app(gateway))
+    inbound = with_request_context(create_inbound_app(gateway), gateway.worker_id)
+    internal = with_request_context(create_internal_app(gateway), gateway.worker_id)
     api_port = str(gateway.settings.api_http_port)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

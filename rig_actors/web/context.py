@@ -31,11 +31,15 @@ ENVIRON_KEY = "rig.request"
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-_OURS = frozenset({"x-request-id", "traceparent"})
+_OURS = frozenset({"x-request-id", "traceparent", "x-rig-worker"})
 
 
-def with_request_context(app: WsgiApp) -> WsgiApp:
-    """``app`` with request ids and trace context; see the module docstring."""
+def with_request_context(app: WsgiApp, worker_id: str) -> WsgiApp:
+    """``app`` with request ids and trace context; see the module docstring.
+
+    Responses also say which worker answered (``x-rig-worker``): behind one
+    port, operators (and the tests) can tell gunicorn workers and nodes apart.
+    """
 
     def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         context = RequestContext.start(
@@ -50,6 +54,7 @@ def with_request_context(app: WsgiApp) -> WsgiApp:
                 headers = [(n, v) for n, v in headers if n.lower() not in _OURS]
                 headers.append(("x-request-id", context.request_id))
                 headers.append(("traceparent", context.traceparent))
+                headers.append(("x-rig-worker", worker_id))
             return start_response(status, headers, exc_info)
 
         token = activate(context)

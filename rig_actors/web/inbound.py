@@ -42,13 +42,6 @@ def create_inbound_app(gateway: Gateway) -> Flask:
     def health() -> Response:
         return Response("OK", 200, content_type="text/plain; charset=utf-8")
 
-    @app.after_request
-    def tag_worker(response: Response) -> Response:
-        # Which worker answered: behind one port, operators (and the tests)
-        # can tell gunicorn workers and nodes apart.
-        response.headers["x-rig-worker"] = gateway.worker_id
-        return response
-
     @app.errorhandler(404)
     @app.errorhandler(405)
     def not_found(_: Exception) -> Response:

@@ -112,13 +112,6 @@ def create_internal_app(gateway: Gateway) -> Flask:
             return _error(404, "Not found")
         return Response(status=202)
 
-    @app.after_request
-    def tag_worker(response: Response) -> Response:
-        # Which worker answered: behind one port, operators (and the tests)
-        # can tell gunicorn workers and nodes apart.
-        response.headers["x-rig-worker"] = gateway.worker_id
-        return response
-
     @app.errorhandler(404)
     @app.errorhandler(405)
     def not_found(_: Exception) -> Response:
