@@ -87,6 +87,9 @@ class MetricsSampler:
                 metrics.CONNECTIONS.labels(transport).set(count)
             for transport, count in connections.opened_by_transport.items():
                 self._fold(("opened", transport), count, metrics.CONNECTIONS_OPENED, transport)
+        entries = gateway.blacklisting.entries
+        metrics.DISTRIBUTED_SET_ITEMS_TOTAL.labels("SessionBlacklist").set(entries.added)
+        metrics.DISTRIBUTED_SET_ITEMS_CURRENT.labels("SessionBlacklist").set(entries.live())
         registry = _actor(actors.get("registry"))
         if registry is not None:
             metrics.SUBSCRIPTIONS.set(registry.index.rows())

@@ -82,11 +82,13 @@ class SessionBlacklist:
         self._entries: dict[str, float] = {}
         self._clock = clock
         self._purge_at = 1024
+        self.added = 0  # entries ever added or extended (RIG's _total metric)
 
     def add(self, name: str, expires_at: float) -> float:
         """Add or extend an entry; returns the entry's expiry."""
         expires_at = max(expires_at, self._entries.get(name, 0.0))
         self._entries[name] = expires_at
+        self.added += 1
         if len(self._entries) >= self._purge_at:
             self.purge()
             self._purge_at = max(1024, 2 * len(self._entries))
@@ -107,6 +109,11 @@ class SessionBlacklist:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def live(self) -> int:
+        """Entries whose expiry is still ahead."""
+        now = self._clock()
+        return sum(1 for expires_at in self._entries.values() if expires_at > now)
 
     def purge(self) -> None:
         now = self._clock()

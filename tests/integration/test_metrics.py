@@ -441,3 +441,22 @@ def test_proxied_requests_are_counted_with_rigs_labels(gateway_factory):
     assert count("/m/slow", "http", "http", "request_timeout") == 1
     assert count("/m/nowhere", "N/A", "N/A", "not_found") == 1
     assert value(samples, "rig_proxy_request_duration_seconds_count", target="http") == 3
+
+
+def test_blacklist_entries_are_counted_like_rigs_distributed_set(gateway):
+    for name in ("metrics-a", "metrics-b"):
+        response = requests.post(
+            f"{gateway.api}/v3/session-blacklist",
+            json={"sessionId": name, "validityInSeconds": 60},
+            timeout=5,
+        )
+        assert response.status_code == 201
+
+    def counted() -> bool:
+        samples, _ = scrape(gateway)
+        labels = frozenset({("name", "SessionBlacklist")})  # "name" is value()'s own argument
+        current = samples.get("rig_distributed_set_items_current", {}).get(labels, 0.0)
+        total = samples.get("rig_distributed_set_items_total", {}).get(labels, 0.0)
+        return current >= 2 and total >= 2
+
+    wait_until(counted, timeout=10)
