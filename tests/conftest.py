@@ -184,10 +184,15 @@ EXTRACTORS = {
 JWT_SECRET = "secret-for-tests-only-0123456789abcdef"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gateway_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateways with extra settings; they stop when the test module ends.
+
+    Module scope, not session: an idle gateway with Kafka readers still
+    polls, and dozens left running would slow down every later test.
+    """
     started: list[GatewayProcess] = []
 
     def factory(**env: str) -> GatewayProcess:
@@ -201,9 +206,14 @@ def gateway_factory(
 
 
 @pytest.fixture(scope="session")
-def gateway(gateway_factory: Callable[..., GatewayProcess]) -> GatewayProcess:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """The shared default gateway: extractors and an HS256 secret configured."""
-    return gateway_factory(EXTRACTORS=json.dumps(EXTRACTORS), JWT_SECRET_KEY=JWT_SECRET)
+    shared = start_gateway(
+        tmp_path_factory.mktemp("gw"),
+        {"EXTRACTORS": json.dumps(EXTRACTORS), "JWT_SECRET_KEY": JWT_SECRET},
+    )
+    yield shared
+    shared.stop()
 
 
 @pytest.fixture(scope="session")
