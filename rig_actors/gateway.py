@@ -46,7 +46,7 @@ from .auth.blacklist import Blacklisting, BlacklistReader
 from .auth.checks import AuthorizationCheck
 from .auth.http import HttpPool
 from .auth.jwks import JwksKeys
-from .auth.jwt import JwtVerifier
+from .auth.jwt import JwtVerifier, session_names
 from .auth.tokens import TokenCodec
 from .config import Settings
 from .events.cloudevent import CloudEvent, to_kafka_structured
@@ -58,7 +58,6 @@ from .proxy.responses import ResponseReader
 from .proxy.service import ProxyService
 from .sampler import MetricsSampler
 from .subscriptions import Extractors
-from .transports.connect import session_names
 
 __all__ = ["ConnectionRateLimit", "Gateway"]
 
@@ -330,7 +329,7 @@ class Gateway:
         session (``JWT_SESSION_FIELD``) is blacklisted is not valid.
         """
         claims = self.jwt.verify(token)
-        self.blacklisting.check(session_names(self, claims))
+        self.blacklisting.check(session_names(claims, self.settings.jwt_session_field))
         return claims
 
     def new_connection_id(self) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -40,6 +40,8 @@ from jwt.exceptions import (
     InvalidSignatureError,
     PyJWTError,
 )
+
+from ..subscriptions.extractors import MISSING, resolve_pointer
 
 if TYPE_CHECKING:
     from .jwks import JwksKeys
@@ -316,3 +318,17 @@ def _without_key_length_warning(algorithm: str) -> Algorithm:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
+
+
+def session_names(claims: Mapping[str, Any], pointer: str) -> tuple[str, ...]:
+    """The session a token with these claims belongs to (``JWT_SESSION_FIELD``).
+
+    >>> session_names({"jti": "abc"}, "/jti"), session_names({}, "/jti")
+    (('abc',), ())
+    """
+    if not claims:
+        return ()
+    value = resolve_pointer(claims, pointer)
+    if value is MISSING or value is None or isinstance(value, (dict, list)):
+        return ()
+    return (value if isinstance(value, str) else json.dumps(value),)

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..auth.jwt import JwtError, JwtVerifier
+from ..auth.jwt import session_names as claims_session_names
 from ..subscriptions import (
-    MISSING,
     Subscription,
     SubscriptionError,
     dedupe,
     parse_subscription_list,
 )
-from ..subscriptions.extractors import resolve_pointer
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -164,9 +163,4 @@ def subscription_limits(gateway: Gateway, subscriptions: tuple[Subscription, ...
 
 def session_names(gateway: Gateway, claims: Mapping[str, Any]) -> tuple[str, ...]:
     """The session a connection with these claims belongs to (JWT_SESSION_FIELD)."""
-    if not claims:
-        return ()
-    value = resolve_pointer(claims, gateway.settings.jwt_session_field)
-    if value is MISSING or value is None or isinstance(value, (dict, list)):
-        return ()
-    return (value if isinstance(value, str) else json.dumps(value),)
+    return claims_session_names(claims, gateway.settings.jwt_session_field)
