@@ -259,12 +259,20 @@ class SubscriptionRegistry(Actor):
             conn.offer_event(EventFrames(new_rig_event("rig.replay_gap", gap)))
         if not missed:
             return
-        solo = SubscriptionIndex(self.extractors)
-        solo.replace(conn, subscriptions)
+        wants = self._wants(conn, subscriptions)
         for event_id, event in missed:
-            if solo.match(event.type, event.attrs):
+            if wants(event):
                 conn.offer_event(EventFrames(event, event_id))
                 self.replayed += 1
+
+    def _wants(
+        self, conn: ClientActor, subscriptions: tuple[Subscription, ...]
+    ) -> Callable[[CloudEvent], bool]:
+        """Whether ``conn`` (with these subscriptions) wants an event, by the same
+        matching as live delivery: an index holding just this connection."""
+        solo = SubscriptionIndex(self.extractors)
+        solo.replace(conn, subscriptions)
+        return lambda event: bool(solo.match(event.type, event.attrs))
 
     def _replay_kafka(
         self,
@@ -281,8 +289,7 @@ class SubscriptionRegistry(Actor):
         """
         assert self._kafka_replay is not None
         kafka_replay = self._kafka_replay
-        solo = SubscriptionIndex(self.extractors)
-        solo.replace(conn, subscriptions)
+        wants = self._wants(conn, subscriptions)
         stop = dict(self.positions)
         # This worker's live stream may be behind the client (another worker
         # was ahead, or a fresh worker started before the true end): what the
@@ -293,9 +300,7 @@ class SubscriptionRegistry(Actor):
 
         def run() -> None:
             try:
-                found, gap = kafka_replay(
-                    start, stop, lambda event: bool(solo.match(event.type, event.attrs))
-                )
+                found, gap = kafka_replay(start, stop, wants)
             except Exception as exc:  # the broker, a timeout: tell the client
                 log.warning("replay for %r failed: %s", conn, exc)
                 found, gap = [], {"last_event_id": last_id, "reason": f"replay failed: {exc}"}
