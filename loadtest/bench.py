@@ -62,7 +62,7 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -1329,6 +1329,21 @@ class KeepAlivePublisher:
             self.sock = None
 
 
+def paced(run: Run, started: float) -> Iterator[int]:
+    """Event numbers 1..--events, each at its slot under --rate (0: at once).
+
+    Checks the run's time bound before each one.
+    """
+    args = run.args
+    for seq in range(1, args.events + 1):
+        if args.rate:
+            delay = started + (seq - 1) / args.rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        run.remaining()
+        yield seq
+
+
 def publish(run: Run) -> dict[str, Any]:
     args = run.args
     publisher = KeepAlivePublisher(args.host, args.port_base + 10, not args.no_quickack)
@@ -1336,13 +1351,7 @@ def publish(run: Run) -> dict[str, Any]:
     sent = 0
     post_times: list[float] = []
     started = time.time()
-    for seq in range(1, args.events + 1):
-        if args.rate:
-            due = started + (seq - 1) / args.rate
-            delay = due - time.time()
-            if delay > 0:
-                time.sleep(delay)
-        run.remaining()
+    for seq in paced(run, started):
         body = make_body(seq, args.pad)
         t = time.time()
         try:
@@ -1411,13 +1420,7 @@ def publish_kafka(run: Run, producer: Any) -> dict[str, Any]:
 
     sent = 0
     started = time.time()
-    for seq in range(1, args.events + 1):
-        if args.rate:
-            due = started + (seq - 1) / args.rate
-            delay = due - time.time()
-            if delay > 0:
-                time.sleep(delay)
-        run.remaining()
+    for seq in paced(run, started):
         body = make_body(seq, args.pad)
         t = time.time()
         try:
