@@ -631,7 +631,8 @@ class _Client:
         self.buf[fd] = rest
         n = 0
         for frame in frames:
-            if not frame.startswith(LIVE_TOKEN):
+            # The event line may follow an "id:" line (replay ids).
+            if not (frame.startswith(LIVE_TOKEN) or b"\n" + LIVE_TOKEN in frame):
                 continue  # heartbeat comments, other event types
             n += 1
             try:
