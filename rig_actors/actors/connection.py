@@ -347,7 +347,13 @@ class StreamConnection(ClientActor):
         loop = gevent.get_hub().loop
         self._rwatch = loop.io(sock.fileno(), _READ)
         self._rwatch.start(self._on_readable)
-        self.offer(self.greeting())
+        # The greeting waits for rig.subscriptions_set, which the registry
+        # offers (and so flushes) as soon as it has indexed us: one send per
+        # new stream instead of two. A registry that is restarting announces
+        # nothing, so a Reregister flushes it (and so would the heartbeat).
+        greeting = self.greeting()
+        self._pending = [greeting]
+        self._pending_bytes = len(greeting)
         super().on_start()
 
     def greeting(self) -> bytes:
@@ -368,7 +374,16 @@ class StreamConnection(ClientActor):
         if message is _READABLE:
             self._read()
             return None
-        return super().on_receive(message)
+        result = super().on_receive(message)
+        if isinstance(message, Reregister):
+            self._kick()  # a greeting may still wait for an announcement
+        return result
+
+    def _kick(self) -> None:
+        """Schedule a flush of whatever is pending (e.g. a held-back greeting)."""
+        if self._pending and not self._dirty and not self.closed:
+            self._dirty = True
+            self.ctx.outbox.mark(self)
 
     # -- the fast path -------------------------------------------------------------
 
@@ -559,6 +574,7 @@ class StreamConnection(ClientActor):
     def hold(self) -> None:
         if self._held is None:
             self._held = []
+        self._kick()  # the greeting goes out now, not after the replay
 
     def skip_until(self, positions: dict[tuple[int, int], int]) -> None:
         self._skip = dict(positions) or None
