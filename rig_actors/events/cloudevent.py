@@ -27,8 +27,8 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, NoReturn
@@ -215,9 +215,15 @@ def _loads(text: str) -> Any:
         raise _Invalid(f"invalid JSON: {exc}") from None
 
 
+# Built once: json.dumps with any non-default option builds an encoder per
+# call, which showed up in the connect profile (two rig events per stream).
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def _dumps(obj: Any) -> str:
     try:
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        text = _COMPACT.encode(obj)
     except RecursionError:
         raise _Invalid("the JSON is nested too deeply") from None
     if not text.isascii():
@@ -226,7 +232,7 @@ def _dumps(obj: Any) -> str:
         except UnicodeEncodeError:
             # Lone surrogates (e.g. from a "\ud800" escape) cannot be sent as
             # UTF-8; escaped form is equivalent JSON and always encodable.
-            text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+            text = _COMPACT_ASCII.encode(obj)
     return text
 
 
@@ -600,6 +606,23 @@ def to_kafka_structured(event: CloudEvent) -> tuple[list[tuple[str, bytes]], byt
     return [("content-type", b"application/cloudevents+json")], event.json.encode("utf-8")
 
 
+def _uuid4_text() -> str:
+    """``str(uuid.uuid4())``, at a third of its cost.
+
+    Example::
+
+        >>> import uuid
+        >>> uuid.UUID(_uuid4_text()).version
+        4
+    """
+    h = os.urandom(16).hex()
+    # Version 4 and the RFC 4122 variant, as uuid.uuid4() sets them.
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def new_rig_event(type_: str, data: object | None = _MISSING) -> CloudEvent:
     """Build one of RIG's own CloudEvents 0.2 events (``rig.connection.create`` etc.).
 
@@ -617,18 +640,27 @@ def new_rig_event(type_: str, data: object | None = _MISSING) -> CloudEvent:
         >>> "data" in new_rig_event("rig.session_killed").attrs
         False
     """
+    event_id = _uuid4_text()
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
     attrs: dict[str, Any] = {}
-    if data is not _MISSING:
-        attrs["data"] = data
-    event_id = str(uuid.uuid4())
-    attrs["id"] = event_id
-    attrs["source"] = "rig"
-    attrs["specversion"] = "0.2"
-    attrs["time"] = datetime.now(UTC).isoformat(timespec="microseconds")
-    attrs["type"] = type_
     try:
-        text = _dumps(attrs)
+        if data is _MISSING:
+            head = "{"
+        else:
+            attrs["data"] = data
+            head = f'{{"data":{_dumps(data)},'
+        # Every stream gets two of these when it opens: the fixed keys are
+        # spliced in rather than encoded (the same text _dumps(attrs) gives).
+        text = (
+            f'{head}"id":"{event_id}","source":"rig","specversion":"0.2",'
+            f'"time":"{now}","type":{_dumps(type_)}}}'
+        )
     except _Invalid as exc:
         # Our own data being unserialisable is a programming error, not bad input.
         raise ValueError(str(exc)) from None
+    attrs["id"] = event_id
+    attrs["source"] = "rig"
+    attrs["specversion"] = "0.2"
+    attrs["time"] = now
+    attrs["type"] = type_
     return CloudEvent(attrs, text, type_, event_id, "0.2")

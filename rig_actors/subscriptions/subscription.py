@@ -338,4 +338,7 @@ def dedupe(subs: Iterable[Subscription]) -> list[Subscription]:
     >>> dedupe([a, b, Subscription("a")]) == [a, b]
     True
     """
-    return list(dict.fromkeys(subs))
+    subs = list(subs)
+    # One subscription (the usual connect) needs no hashing: a dataclass
+    # hash walks every field, and this runs for every new stream.
+    return subs if len(subs) < 2 else list(dict.fromkeys(subs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import secrets
 import string
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from itsdangerous import Signer
 
 from rig_actors.auth.tokens import MAX_TOKEN_CHARS, TokenClaims, TokenCodec, TokenError
 
@@ -181,3 +183,12 @@ def test_claims_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         claims.owner = "x"  # type: ignore[misc]
     assert not hasattr(claims, "__dict__")  # slots
+
+
+def test_tokens_are_itsdangerous_sha256_signatures() -> None:
+    # Tokens cross nodes and versions (a PUT or a poll may reach another
+    # worker): the fast signer must give itsdangerous's exact bytes.
+    signer = Signer("node-cookie", salt="rig-connection", sep=".", digest_method=hashlib.sha256)
+    codec = TokenCodec("node-cookie")
+    for owner, conn_id in [("w1", "c42"), ("node_a-7", "x" * 128), ("A", str(uuid.uuid4()))]:
+        assert codec.encode(owner, conn_id) == signer.sign(f"{owner}.{conn_id}").decode()
