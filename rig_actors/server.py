@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import socket
 
 import gevent
 from gevent.pywsgi import WSGIServer
@@ -41,6 +42,11 @@ def serve(settings: Settings) -> None:
     ]
     for server in servers:
         server.start()
+        # pywsgi writes a response's head and body in two sends; with Nagle
+        # on, the body waits for the client's delayed ACK (~40 ms per
+        # kept-alive request). Accepted sockets inherit the option from the
+        # listener (as under gunicorn, which sets it too), streams included.
+        server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     log.info(
         "rig-actors %s: inbound on %s:%d, internal API on %s:%d",
         gateway.worker_id,

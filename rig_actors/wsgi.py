@@ -14,7 +14,8 @@ from typing import Any
 
 from .config import load_settings
 from .gateway import Gateway
-from .web.app import create_app
+from .transports.fastpath import ConnectFastPath
+from .web.app import GatewayApp, create_app
 
 __all__ = ["application"]
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 class _LazyApplication:
     def __init__(self) -> None:
-        self._app: Callable[..., Iterable[bytes]] | None = None
+        self._app: GatewayApp | None = None
         self.gateway: Gateway | None = None
 
     def start(self) -> None:
@@ -32,6 +33,11 @@ class _LazyApplication:
             gateway.start()
             self.gateway = gateway
             self._app = create_app(gateway)
+
+    @property
+    def fast_path(self) -> ConnectFastPath | None:
+        """The connect fast path, once the gateway runs (see ``GatewayHandler``)."""
+        return None if self._app is None else self._app.fast_path
 
     def drain(self) -> None:
         """Graceful shutdown of this worker's connections (gunicorn's SIGTERM)."""

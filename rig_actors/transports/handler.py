@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import Callable
 from io import BytesIO
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 from geventwebsocket.handler import WebSocketHandler
@@ -50,6 +50,7 @@ __all__ = [
     "TAKEOVER",
     "GatewayHandler",
     "RequestTimeout",
+    "Takeover",
     "close_with_frame",
 ]
 
@@ -155,12 +156,23 @@ class _DeadlineReader:
 
 Takeover = Callable[[_socket.socket], None]
 
+# A connect request's head fits easily (a long JWT included); a longer one
+# is not the fast path's plain case anyway.
+_PEEK_BYTES = 8192
+
+
+class FastPath(Protocol):
+    """What the application may offer as ``fast_path`` (:mod:`.fastpath`)."""
+
+    def accept(self, data: bytes, port: int) -> tuple[int, Takeover] | None: ...
+
 
 class GatewayHandler(WebSocketHandler):
     """pywsgi handler with socket takeover; see the module docstring."""
 
     #: ``REQUEST_TIMEOUT_MS`` in seconds; set by :func:`~rig_actors.web.app.create_app`.
     request_timeout_s: float = 10.0
+    _first_deadline: float | None = None
 
     def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
         super().__init__(sock, address, server, rfile)
@@ -169,9 +181,11 @@ class GatewayHandler(WebSocketHandler):
     # -- the request phase: bounded in time and size ------------------------------------
 
     def read_requestline(self) -> str:
-        # Waiting for a request (including on an idle keep-alive connection).
+        # Waiting for a request (including on an idle keep-alive connection);
+        # the first one's time started when the connection was accepted.
         self.rfile.idle = None
-        self.rfile.deadline = time.monotonic() + self.request_timeout_s
+        first, self._first_deadline = self._first_deadline, None
+        self.rfile.deadline = first or time.monotonic() + self.request_timeout_s
         return super().read_requestline()
 
     def read_request(self, raw_requestline: str) -> bool:
@@ -231,15 +245,37 @@ class GatewayHandler(WebSocketHandler):
         self.close_connection = True
 
     def handle(self) -> None:
-        # pywsgi writes a response's head and body in two sends; with Nagle
-        # on, the body waits for the client's delayed ACK (~40 ms per
-        # kept-alive request). Streams inherit the option: small frames go
-        # out at once.
-        try:
-            self.socket.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-        except OSError:
-            pass  # not TCP (a unix socket): nothing to tune
+        # TCP_NODELAY comes from the listening socket (Linux hands it down to
+        # accepted ones; gunicorn sets it, so does rig_actors.server): one
+        # syscall per listener rather than per connection.
+        self._first_deadline = time.monotonic() + self.request_timeout_s
+        fast = getattr(self.server.application, "fast_path", None)
+        if fast is not None and self._fast_connect(fast):
+            return
         super().handle()
+
+    def _fast_connect(self, fast: FastPath) -> bool:
+        """Offer the first request's head to the connect fast path; True if it took it.
+
+        The head is peeked, not read: whatever the fast path declines is
+        still in the socket for pywsgi, and costs one extra ``recv``.
+        """
+        sock = self.socket
+        timeout = sock.gettimeout()
+        sock.settimeout(max(self._first_deadline - time.monotonic(), 0.001))
+        try:
+            data = sock.recv(_PEEK_BYTES, _socket.MSG_PEEK)
+        except OSError:
+            return False  # silent or gone: pywsgi's deadline and EOF handling apply
+        finally:
+            sock.settimeout(timeout)
+        taken = fast.accept(data, self.server.server_port)
+        if taken is None:
+            return False
+        size, takeover = taken
+        sock.recv(size)  # consume the head: it is in the socket, as peeked
+        takeover(self._detach())
+        return True
 
     def run_application(self) -> None:
         environ = self.environ
