@@ -9,9 +9,15 @@ been offered too, so a connection that received ten events makes one
 which is why this pass (and not a greenlet or a queue per connection) is
 the hot path.
 
-``coalesce_ms`` > 0 widens the window on purpose: writes wait up to that
-long so that bursts from several publishers share a ``send`` too, at that
-much added latency.
+Under load the window widens on its own, up to ``coalesce_ms``: when a
+pass is due again sooner after the last one ended than that pass took (the
+gateway is writing more than it is waiting), the writes wait for half the
+last pass's duration, at most ``coalesce_ms``, so the events arriving
+meanwhile share one ``send`` per connection. The kernel's cost is per
+``send``; a serial publisher bursting to 10k subscribers makes one event
+per pass without this, a handful with it. A lightly loaded gateway (the
+next event comes after the last pass had long ended) writes at once, so
+its latency does not change. ``coalesce_ms`` 0 turns it off.
 
 The pass also measures delivery latency without per-delivery work: the
 first ``mark`` of a pass takes the time, the registry says when the pass
@@ -73,11 +79,14 @@ class Outbox:
 
     __slots__ = (
         "_carries_event",
-        "_delay",
         "_dirty",
+        "_last_cost",
+        "_last_end",
         "_loop",
+        "_max_delay",
         "_scheduled",
         "_since",
+        "coalesced_passes",
         "flush_passes",
         "latency",
     )
@@ -85,10 +94,13 @@ class Outbox:
     def __init__(self, coalesce_ms: int = 0) -> None:
         self._dirty: list[Flushable] = []
         self._scheduled = False
-        self._delay = coalesce_ms / 1000.0
+        self._max_delay = coalesce_ms / 1000.0
         self._loop = gevent.get_hub().loop
         self.flush_passes = 0
+        self.coalesced_passes = 0  # passes that waited for more events
         self._since = 0.0
+        self._last_end = 0.0
+        self._last_cost = 0.0
         self._carries_event = False
         self.latency = LatencySamples()
 
@@ -97,12 +109,41 @@ class Outbox:
         self._dirty.append(conn)
         if not self._scheduled:
             self._scheduled = True
-            self._since = time.perf_counter()
-            if self._delay:
-                timer = self._loop.timer(self._delay)
-                timer.start(self._flush_timer, timer)
+            now = self._since = time.perf_counter()
+            if self.delay_at(now):
+                # The wait starts once the dispatching greenlet yields: a
+                # registry turn offering one event to 10k connections takes
+                # longer than the window, which would then have closed
+                # before the next event could be read.
+                self._loop.run_callback(self._start_window)
             else:
                 self._loop.run_callback(self.flush)
+
+    def _start_window(self) -> None:
+        delay = self.delay_at(time.perf_counter())
+        if not delay:
+            self.flush()
+            return
+        self.coalesced_passes += 1
+        timer = self._loop.timer(delay)
+        timer.start(self._flush_timer, timer)
+
+    def delay_at(self, now: float) -> float:
+        """How long a pass scheduled at ``now`` waits (seconds); see the module docstring.
+
+        Example::
+
+            >>> outbox = Outbox(coalesce_ms=10)
+            >>> outbox.delay_at(1.0)  # nothing written yet: no load
+            0.0
+            >>> outbox._last_end, outbox._last_cost = 1.0, 0.008
+            >>> outbox.delay_at(1.001), outbox.delay_at(1.05)  # busy, then idle
+            (0.004, 0.0)
+        """
+        cost = self._last_cost
+        if not self._max_delay or now - self._last_end >= cost:
+            return 0.0
+        return min(self._max_delay, cost / 2)
 
     def carried_event(self) -> None:
         """The registry offered an event in this pass: measure the pass."""
@@ -120,10 +161,13 @@ class Outbox:
         self.flush_passes += 1
         measured, self._carries_event = self._carries_event, False
         since = self._since
+        start = time.perf_counter()
         for conn in dirty:
             try:
                 conn.flush()
             except Exception as exc:
                 conn.crash(exc)
+        end = self._last_end = time.perf_counter()
+        self._last_cost = end - start
         if measured:
-            self.latency.add(time.perf_counter() - since)
+            self.latency.add(end - since)

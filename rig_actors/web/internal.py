@@ -72,6 +72,7 @@ def create_internal_app(gateway: Gateway) -> Flask:
         except (ActorDeadError, gevent.Timeout):
             # Restarting, or too busy to answer (a storm of closes): say so.
             return _error(503, "Busy, try again")
+        outbox = gateway.outbox
         body = {
             "worker": gateway.worker_id,
             "connections": counts,
@@ -81,6 +82,10 @@ def create_internal_app(gateway: Gateway) -> Flask:
             "counters": dict(gateway.context.counters) if gateway.context else {},
             "kafka": dict(gateway.kafka_counters),
             "peers": gateway.control.peers() if gateway.control else {},
+            "outbox": {
+                "flush_passes": outbox.flush_passes if outbox else 0,
+                "coalesced_passes": outbox.coalesced_passes if outbox else 0,
+            },
         }
         if request.args.get("greenlets"):
             gc.collect()
