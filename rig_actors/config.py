@@ -461,6 +461,7 @@ class Settings:
     max_subscriptions_per_connection: int = _scalar(100, _positive)
     max_constraints_per_subscription: int = _scalar(100, _positive)
     ws_max_frame_bytes: int = _scalar(65536, _positive)
+    ws_event_ids: bool = _scalar(True, _boolean)
     request_timeout_ms: int = _scalar(10000, _positive)
 
     # -- reverse proxy (§10.3)

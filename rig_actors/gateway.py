@@ -195,6 +195,7 @@ class Gateway:
                     history_age_s=settings.replay_max_age_ms / 1000,
                     outbox=self.outbox,
                     kafka_replay=self._kafka_replay if self.producer is not None else None,
+                    ws_event_ids=settings.ws_event_ids,
                 ),
             ),
         )

@@ -32,6 +32,7 @@ from gevent.event import AsyncResult
 
 from ..events import framing
 from ..events.cloudevent import CloudEvent, new_rig_event
+from ..events.replay_ids import lp_cursor, parse_lp_cursor, with_id_attribute
 from ..subscriptions import Subscription
 from .core import Actor, ActorDeadError, ExitNotice
 
@@ -71,13 +72,16 @@ class EventFrames:
     ``sse_event`` call.
     """
 
-    __slots__ = ("_sse", "_ws", "event", "event_id", "origin")
+    __slots__ = ("_sse", "_ws", "event", "event_id", "origin", "resume_id", "ws_id")
 
     def __init__(
         self,
         event: CloudEvent,
         event_id: str | None = None,
         origin: tuple[tuple[int, int], int] | None = None,
+        *,
+        ws_id: bool = False,
+        resume_id: str | None = None,
     ) -> None:
         self.event = event
         # Where a Kafka event was read: ((topic index, partition), offset).
@@ -85,6 +89,11 @@ class EventFrames:
         # The gateway's id for replay (SSE "id:" line); None for per-connection
         # events such as rig.subscriptions_set.
         self.event_id = event_id
+        # ws_event_ids: the WebSocket frame carries event_id as an attribute.
+        self.ws_id = ws_id
+        # For an event without a replay id: where a client that has it stands
+        # in the stream (rig.subscriptions_set, for the long-polling cursor).
+        self.resume_id = resume_id
         self._sse: bytes | None = None
         self._ws: bytes | None = None
 
@@ -99,7 +108,12 @@ class EventFrames:
     def ws(self) -> bytes:
         frame = self._ws
         if frame is None:
-            frame = self._ws = framing.ws_text(self.event.json)
+            event = self.event
+            text = event.json
+            if self.ws_id and self.event_id is not None:
+                # A WebSocket client has no id: line; spliced once per event.
+                text = with_id_attribute(text, event.attrs, self.event_id)
+            frame = self._ws = framing.ws_text(text)
         return frame
 
 
@@ -734,9 +748,25 @@ class LongPollSession(ClientActor):
     for a long-polling client: it is buffered last, a waiting poll returns
     it at once, and the session ends after the poll that delivered it (or
     at the next idle sweep if the client never polls again).
+
+    The cursor (the ``last_event_id`` cookie) is the session's sequence
+    number, for exact polls within the session, plus the replay id of the
+    newest event buffered (see :mod:`rig_actors.events.replay_ids`): when
+    the session is gone, the new one replays from there. A replay from Kafka
+    runs like an SSE one: live events are held back, then follow the
+    replayed ones, and those the client already had are skipped.
     """
 
-    __slots__ = ("_buffer", "_seq", "_waiter", "killed", "last_poll")
+    __slots__ = (
+        "_buffer",
+        "_held",
+        "_last_id",
+        "_seq",
+        "_skip",
+        "_waiter",
+        "killed",
+        "last_poll",
+    )
 
     transport = "longpolling"
 
@@ -744,28 +774,80 @@ class LongPollSession(ClientActor):
         super().__init__(*args, **kwargs)
         self._buffer: deque[tuple[int, str]] = deque(maxlen=self.ctx.lp_buffer_size)
         self._seq = 0
+        self._last_id: str | None = None  # the replay id in the cursor
+        self._held: deque[EventFrames] | None = None  # live events kept back during a replay
+        self._skip: dict[tuple[int, int], int] | None = None
         self._waiter: AsyncResult | None = None
         self.last_poll = time.monotonic()
         self.killed = ""  # the kill's event type, once killed
 
     def on_start(self) -> None:
+        # Until an event with an id arrives, a session that replays stands
+        # where the client stood: losing it too must not lose the replay.
+        self._last_id = self.replay_from
         create = new_rig_event("rig.connection.create", {"connection_token": self.token})
-        self._append(create.json)
+        self._append(create.json, None)
         super().on_start()
 
     def offer_event(self, frames: EventFrames) -> None:
-        if not self.closed and not self.killed:
-            self._append(frames.event.json)
+        if self.closed or self.killed:
+            return
+        if self._skip is not None and self._already_has(frames):
+            return
+        held = self._held
+        if held is not None:
+            if len(held) == held.maxlen:
+                # The buffer would drop it on release anyway; count it now.
+                counters = self.ctx.counters
+                counters["longpolling_dropped"] = counters.get("longpolling_dropped", 0) + 1
+            held.append(frames)
+            return
+        event_id = frames.event_id
+        self._append(frames.event.json, event_id if event_id is not None else frames.resume_id)
+
+    def hold(self) -> None:
+        if self._held is None:
+            self._held = deque(maxlen=self.ctx.lp_buffer_size)
+
+    def skip_until(self, positions: dict[tuple[int, int], int]) -> None:
+        self._skip = dict(positions) or None
+
+    def _already_has(self, frames: EventFrames) -> bool:
+        """True for a live Kafka event below the position the session resumed from."""
+        skip = self._skip
+        origin = frames.origin
+        if skip is None or origin is None:
+            return False
+        key, offset = origin
+        if offset < skip.get(key, 0):
+            return True
+        skip.pop(key, None)  # this partition has caught up with the client
+        if not skip:
+            self._skip = None
+        return False
+
+    def release(self, first: list[EventFrames]) -> None:
+        held, self._held = self._held, None
+        for frames in first:
+            self.offer_event(frames)
+        for frames in held or ():
+            self.offer_event(frames)
 
     def heartbeat(self) -> None:
         pass  # the client polls; there is no stream to keep alive
 
-    def _append(self, event_json: str) -> None:
+    def _append(self, event_json: str, replay_id: str | None) -> None:
         self._seq += 1
         self._buffer.append((self._seq, event_json))
+        if replay_id is not None:
+            self._last_id = replay_id
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter.set(None)
+
+    def cursor(self) -> str:
+        """The cursor of a poll that returned everything buffered so far."""
+        return lp_cursor(self._seq, self._last_id)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Poll):
@@ -777,7 +859,7 @@ class LongPollSession(ClientActor):
     def _poll(self, cursor: str) -> tuple[list[str], str] | AsyncResult:
         """Events after ``cursor`` and the new cursor, or a waiter."""
         self.last_poll = time.monotonic()
-        after = int(cursor) if cursor.isdigit() else 0
+        after, _ = parse_lp_cursor(cursor)
         events = [json for seq, json in self._buffer if seq > after]
         if self._buffer and self._buffer[0][0] > after + 1:
             # The bounded buffer overflowed since the last poll: counted here,
@@ -787,9 +869,9 @@ class LongPollSession(ClientActor):
             counters["longpolling_dropped"] = counters.get("longpolling_dropped", 0) + dropped
         if self.killed:
             self.close(self.killed)  # this answer carries the news; then it ends
-            return events, str(self._seq)
+            return events, self.cursor()
         if events or self.closed:
-            return events, str(self._seq)
+            return events, self.cursor()
         if self._waiter is None:
             self._waiter = AsyncResult()
         return self._waiter
@@ -801,7 +883,7 @@ class LongPollSession(ClientActor):
         log.info("connection %s (longpolling) ending: %s", self.conn_id, message.event_type)
         self._unregister()
         # Buffered last; wakes a waiting poll, which returns it.
-        self._append(new_rig_event(message.event_type).json)
+        self._append(new_rig_event(message.event_type).json, None)
 
     def close(self, reason: str) -> None:
         if self.closed:

@@ -25,7 +25,9 @@ from typing import Any
 import gevent
 
 from ..events.cloudevent import CloudEvent, new_rig_event
+from ..events.replay_ids import replay_id
 from ..kafka.positions import decode as decode_positions
+from ..kafka.positions import encode as encode_positions
 from ..subscriptions import Extractors, Subscription, SubscriptionIndex
 from .connection import ClientActor, Crash, EventFrames, Reregister
 from .core import Actor, ActorDeadError, ActorRef
@@ -128,6 +130,11 @@ class History:
             events.popleft()
         return f"{self.epoch}-{self._seq}"
 
+    @property
+    def last_id(self) -> str:
+        """The id a client stands at once it has every event added so far."""
+        return f"{self.epoch}-{self._seq}"
+
     def since(self, last_id: str) -> tuple[list[tuple[str, Any]], dict[str, Any] | None]:
         """Events after ``last_id`` (with their ids), and a gap report or None."""
         epoch, _, seq_text = last_id.rpartition("-")
@@ -165,6 +172,7 @@ class SubscriptionRegistry(Actor):
         history_age_s: float = 300.0,
         outbox: Outbox | None = None,
         kafka_replay: KafkaReplay | None = None,
+        ws_event_ids: bool = True,
     ) -> None:
         super().__init__()
         self.index = SubscriptionIndex(extractors)
@@ -181,6 +189,8 @@ class SubscriptionRegistry(Actor):
         # Plain ints, read by the metrics sampler (no metric call per event).
         self.forwarded: dict[str, int] = {}
         self.outbox = outbox
+        # ws_event_ids: WebSocket frames carry the replay id (rigeventid).
+        self.ws_event_ids = ws_event_ids
 
     @classmethod
     def start_linked(cls, exit_to: Callable[..., None], **kwargs: Any) -> ActorRef:
@@ -203,7 +213,8 @@ class SubscriptionRegistry(Actor):
                 return sum(map(self._publish, message.events, message.ids, message.origins))
             return sum(self._publish(event) for event in message.events)
         if isinstance(message, ReplayDone):
-            first = [EventFrames(event, event_id) for event_id, event in message.found]
+            ws_id = self.ws_event_ids
+            first = [EventFrames(event, event_id, ws_id=ws_id) for event_id, event in message.found]
             if message.gap is not None:
                 first.insert(0, EventFrames(new_rig_event("rig.replay_gap", message.gap)))
             self.replayed += len(message.found)
@@ -236,9 +247,14 @@ class SubscriptionRegistry(Actor):
         self.index.replace(conn, message.subscriptions)
         if message.announce:
             data = [sub.to_json() for sub in message.subscriptions]
-            conn.offer_event(EventFrames(new_rig_event("rig.subscriptions_set", data)))
+            # Every later event reaches the connection, so the stream's position
+            # now is a resume point (for the long-polling cursor). Not while a
+            # replay is owed: that position is ahead of what the client has.
+            resume_id = self._position() if message.replay_from is None else None
+            event = new_rig_event("rig.subscriptions_set", data)
+            conn.offer_event(EventFrames(event, resume_id=resume_id))
         if message.replay_from is not None:
-            self._replay(conn, message.subscriptions, message.replay_from)
+            self._replay(conn, message.subscriptions, replay_id(message.replay_from))
 
     def _replay(
         self, conn: ClientActor, subscriptions: tuple[Subscription, ...], last_id: str
@@ -256,14 +272,26 @@ class SubscriptionRegistry(Actor):
             return
         missed, gap = self.history.since(last_id)
         if gap is not None:
-            conn.offer_event(EventFrames(new_rig_event("rig.replay_gap", gap)))
+            # The client stands where the gap ends.
+            notice = EventFrames(new_rig_event("rig.replay_gap", gap), resume_id=gap["resumed_at"])
+            conn.offer_event(notice)
         if not missed:
             return
         wants = self._wants(conn, subscriptions)
+        ws_id = self.ws_event_ids
         for event_id, event in missed:
             if wants(event):
-                conn.offer_event(EventFrames(event, event_id))
+                conn.offer_event(EventFrames(event, event_id, ws_id=ws_id))
                 self.replayed += 1
+
+    def _position(self) -> str | None:
+        """The id of where the live stream stands: the newest event delivered.
+
+        ``None`` with Kafka before the events reader has reported a position.
+        """
+        if self._kafka_replay is None:
+            return self.history.last_id
+        return encode_positions(self.positions) if self.positions else None
 
     def _wants(
         self, conn: ClientActor, subscriptions: tuple[Subscription, ...]
@@ -323,7 +351,7 @@ class SubscriptionRegistry(Actor):
         owners = self.index.match(event.type, event.attrs)
         if not owners:
             return 0
-        frames = EventFrames(event, event_id, origin)
+        frames = EventFrames(event, event_id, origin, ws_id=self.ws_event_ids)
         for conn in owners:
             conn.offer_event(frames)
         self.deliveries += len(owners)

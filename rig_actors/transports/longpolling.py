@@ -6,6 +6,13 @@ later requests return the events buffered since the ``last_event_id``
 cookie, waiting up to ``longpolling_wait_ms`` for one to arrive. A cookie
 that cannot be decoded, or names a session that is gone, starts a new
 session (RIG answers 500 to the former).
+
+The cursor in ``last_event_id`` carries the replay id of the newest event
+the client was given (:mod:`rig_actors.events.replay_ids`), so a new session
+made for a client that still has one (a session that expired, whose worker
+died, or whose ``connection_token`` cookie was lost) first replays what the
+client missed, like an SSE reconnect with ``Last-Event-ID``. A first request
+may pass the id as a ``last_event_id`` query parameter instead.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from ..actors.connection import LongPollSession, Poll
 from ..actors.connections import Adopt, Lookup
 from ..actors.core import ActorDeadError
 from ..auth.tokens import TokenClaims, TokenError
+from ..events.replay_ids import FIRST_EVENT, parse_lp_cursor
 from ..kafka.control import PeerGone, RequestTimeout
 from ..kafka.producer import ProduceError
 from .connect import ConnectError, prepare_connection
@@ -35,7 +43,6 @@ __all__ = ["longpolling_blueprint"]
 log = logging.getLogger(__name__)
 
 _PATH = "/_rig/v1/connection/longpolling"
-_FIRST = "first_event"
 
 
 def longpolling_blueprint(gateway: Gateway) -> Blueprint:
@@ -62,15 +69,17 @@ def longpolling_blueprint(gateway: Gateway) -> Blueprint:
     @bp.route(_PATH, methods=["GET"])
     def poll() -> Response:
         claims = _claims(gateway, request.cookies.get("connection_token"))
-        if claims is None:
-            return _new_session(gateway, headers())
         cursor = _cursor(request.cookies.get("last_event_id"))
+        if cursor is None:
+            cursor = request.args.get("last_event_id") or FIRST_EVENT
+        if claims is None:
+            return _new_session(gateway, headers(), cursor)
         if claims.owner == gateway.worker_id:
             result = poll_session(gateway, claims.conn_id, cursor, wait_s)
         else:
             result = _poll_remote(gateway, claims.owner, claims.conn_id, cursor, wait_s)
         if result is None:
-            return _new_session(gateway, headers())
+            return _new_session(gateway, headers(), cursor)
         if result is _UNREACHABLE:
             # The owner exists but did not answer (Kafka hiccup): the session
             # is not lost, so do not replace it; the client polls again.
@@ -169,20 +178,22 @@ def _claims(gateway: Gateway, token: str | None) -> TokenClaims | None:
         return None
 
 
-def _cursor(cookie: str | None) -> str:
+def _cursor(cookie: str | None) -> str | None:
+    """The cursor in a ``last_event_id`` cookie; ``None`` without a cookie."""
     # Cookie parsers differ on whether they strip the quotes of "17".
     if not cookie:
-        return _FIRST
+        return None
     if cookie.startswith('"'):
         try:
             value = json.loads(cookie)
         except ValueError:
-            return _FIRST
-        return value if isinstance(value, str) else _FIRST
+            return FIRST_EVENT
+        return value if isinstance(value, str) else FIRST_EVENT
     return cookie
 
 
-def _new_session(gateway: Gateway, headers: dict[str, str]) -> Response:
+def _new_session(gateway: Gateway, headers: dict[str, str], cursor: str) -> Response:
+    """A new session; replaying from ``cursor``'s replay id when it has one."""
     try:
         prepared = prepare_connection(
             gateway, request.args, request.headers.getlist("Authorization"), allow_wrapped=True
@@ -194,9 +205,12 @@ def _new_session(gateway: Gateway, headers: dict[str, str]) -> Response:
     conn_id = gateway.new_connection_id()
     token = gateway.tokens.encode(gateway.worker_id, conn_id)
     session = LongPollSession(context, conn_id, token, prepared.subscriptions, prepared.sessions)
+    _, session.replay_from = parse_lp_cursor(cursor)
     gateway.connections.tell(Adopt(session, prepared.expires_at))
     response = Response('"ok"', 200, headers, content_type="application/json; charset=utf-8")
-    _set_cookies(response, token, _FIRST)
+    # As in RIG, whatever the client had: the new session's own cursor starts
+    # there, and it carries the replay id from its first poll on.
+    _set_cookies(response, token, FIRST_EVENT)
     return response
 
 

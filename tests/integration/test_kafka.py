@@ -46,7 +46,9 @@ def test_structured_kafka_records_reach_sse_and_ws_clients_verbatim(broker, kafk
             raw = json.dumps(event)
             produce(broker, kafka_gateway.topic, raw.encode())
             assert sse.next_event(10).data == raw
-            assert ws.recv() == raw
+            # The record's bytes, plus the replay id (ws_event_ids, on by default).
+            text = ws.recv()
+            assert text == raw[:-1] + f',"rigeventid":"{json.loads(text)["rigeventid"]}"}}'
         finally:
             ws.close()
 
