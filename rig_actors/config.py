@@ -456,7 +456,7 @@ class Settings:
         "disconnect",
         _choice({"disconnect": "disconnect", "drop_oldest": "drop_oldest"}),
     )
-    coalesce_ms: int = _scalar(10, _non_negative)
+    coalesce_ms: int = _scalar(25, _non_negative)
     max_event_body_bytes: int = _scalar(1048576, _positive)
     max_subscriptions_per_connection: int = _scalar(100, _positive)
     max_constraints_per_subscription: int = _scalar(100, _positive)
