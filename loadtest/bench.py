@@ -35,6 +35,12 @@ What it does, in order (see ``loadtest/README.rst`` for what each figure means):
 6. stops everything (SIGTERM to the server, then the broker) and prints a
    table, also written as JSON with ``--json``.
 
+``--server nchan`` runs the same scenario against the peer, Nchan (nginx's
+push module), started from ``loadtest/peers/nchan.conf`` with ``--workers``
+worker processes (pinned like the gateway): subscribers on ``--port-base``,
+events POSTed to its publisher location on ``--port-base + 10``
+(``loadtest/harness.py`` runs both servers side by side).
+
 Every phase is bounded; ``--timeout`` bounds the whole run. Only loopback
 addresses are used.
 """
@@ -52,12 +58,15 @@ import json
 import math
 import multiprocessing as mp
 import os
+import re
+import resource
 import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import uuid
@@ -79,6 +88,22 @@ REPO = Path(__file__).resolve().parent.parent
 CONNECTING, HEADERS, PRELUDE, LIVE, DEAD = range(5)
 LIVE_TOKEN = b"event: " + EVENT_TYPE.encode() + b"\n"
 READY_TOKEN = b"event: rig.subscriptions_set\n"
+
+# The peer: Nchan in nginx, from a template with @NAME@ placeholders.
+NCHAN_CONF = REPO / "loadtest" / "peers" / "nchan.conf"
+NCHAN_MODULE_DIRS = (
+    "/usr/lib/nginx/modules",
+    "/usr/share/nginx/modules",
+    "/usr/lib64/nginx/modules",
+    "/etc/nginx/modules",
+)
+NCHAN_SUBSCRIBE_PATH = "/sub"
+NCHAN_PUBLISH_PATH = "/pub"
+NCHAN_STATUS_PATH = "/nchan_status"
+# Nchan writes this comment once the subscriber is in the channel.
+NCHAN_READY_TOKEN = b": hi\n"
+# File descriptors an nginx worker keeps for itself (listeners, channels, logs).
+NGINX_OWN_FDS = 100
 
 
 class BenchTimeout(Exception):
@@ -254,6 +279,8 @@ class ClientSpec:
     deadline: float  # absolute time.time(); the process exits by then whatever happens
     poll_ms: float
     cpu: int | None
+    # The bytes after which a stream counts as subscribed (the end of that frame).
+    ready_token: bytes = READY_TOKEN
 
 
 def client_main(spec: ClientSpec, ctl: Connection) -> None:
@@ -574,8 +601,8 @@ class _Client:
                 return False
             buf = buf[end + 4 :]
             self.phase[fd] = PRELUDE
-        # PRELUDE: until the end of the rig.subscriptions_set event.
-        pos = buf.find(READY_TOKEN)
+        # PRELUDE: until the end of the ready frame (rig.subscriptions_set, Nchan's ": hi").
+        pos = buf.find(self.spec.ready_token)
         end = buf.find(b"\n\n", pos) if pos >= 0 else -1
         if end < 0:
             self.buf[fd] = buf[-131072:]
@@ -684,6 +711,8 @@ class Run:
     worker_fds: dict[int, int] = field(default_factory=dict)
     last_watch: float = 0.0
     last_fd_look: float = 0.0
+    # --server nchan: nginx's prefix directory (rendered config, pid, temp files).
+    workdir: Path | None = None
     result: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self) -> float:
@@ -699,6 +728,15 @@ class Run:
     @property
     def expected_workers(self) -> int:
         return max(1, int(self.args.workers))
+
+    @property
+    def nchan(self) -> bool:
+        return getattr(self.args, "server", "rig") == "nchan"
+
+    @property
+    def forked_workers(self) -> bool:
+        """The serving processes are a master's children (gunicorn, nginx)."""
+        return bool(self.args.workers) or self.nchan
 
     def problem(self, text: str) -> None:
         problems = self.result.setdefault("problems", [])
@@ -845,7 +883,7 @@ def server_pids(run: Run) -> list[int]:
     """The processes that serve: the gunicorn master's children, or the one server."""
     if run.server is None or run.server.poll() is not None:
         return []
-    if run.args.workers:
+    if run.forked_workers:
         return proc_children(run.server.pid)
     return [run.server.pid]
 
@@ -877,6 +915,7 @@ def start_server(run: Run) -> None:
     )
     if args.coalesce_ms is not None:
         env["COALESCE_MS"] = str(args.coalesce_ms)
+    env.update(args.server_env)
     if args.kafka:
         assert run.bootstrap and run.source_topic and run.control_topic
         env.update(
@@ -912,6 +951,7 @@ def start_server(run: Run) -> None:
             "KAFKA_BROKERS",
             "KAFKA_SOURCE_TOPICS",
             "KAFKA_CONTROL_TOPIC",
+            *args.server_env,
         )
         if k in env
     }
@@ -1084,7 +1124,7 @@ def watch(run: Run, force: bool = False) -> None:
             if fds is not None:
                 run.worker_fds[pid] = fds
                 res["worker_fds_max"] = max(res.get("worker_fds_max", 0), fds)
-    if not run.args.workers:
+    if not run.forked_workers:
         return
     for pid in sorted(run.worker_pids - pids):
         run.problem(
@@ -1092,9 +1132,291 @@ def watch(run: Run, force: bool = False) -> None:
             f"(it had {run.worker_fds.get(pid, '?')} open fds at the last look)"
         )
     for pid in sorted(pids - run.worker_pids_ever):
-        run.problem(f"gunicorn started a new worker, pid {pid} (a restart)")
+        master = "nginx" if run.nchan else "gunicorn"
+        run.problem(f"{master} started a new worker, pid {pid} (a restart)")
     run.worker_pids = pids
     run.worker_pids_ever |= pids
+
+
+# -- the peer: Nchan (nginx) -----------------------------------------------------------
+
+
+def nginx_binary() -> str | None:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"):
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def nchan_module() -> str | None:
+    for folder in NCHAN_MODULE_DIRS:
+        path = Path(folder) / "ngx_nchan_module.so"
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def nchan_missing() -> str | None:
+    """Why Nchan cannot run on this machine (None when it can)."""
+    if nginx_binary() is None:
+        return "nginx is not installed (Debian: apt-get install nginx libnginx-mod-nchan)"
+    if nchan_module() is None:
+        return (
+            "the Nchan module ngx_nchan_module.so is not installed "
+            "(Debian: apt-get install libnginx-mod-nchan)"
+        )
+    return None
+
+
+def render_conf(template: str, values: dict[str, str]) -> str:
+    """``template`` with every ``@NAME@`` replaced; a placeholder without a value is an error."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise ValueError(f"no value for @{name}@ in the Nchan config template")
+        return values[name]
+
+    return re.sub(r"@([A-Z][A-Z_]*)@", value, template)
+
+
+def nginx_version(binary: str) -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
+        text = (out.stderr or out.stdout).strip()
+        if "nginx/" in text:
+            return text.rpartition("nginx/")[2]
+    return None
+
+
+def parse_nchan_status(text: str) -> dict[str, Any]:
+    """``nchan_stub_status``'s ``name: value`` lines; numbers as ints."""
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        value = value.strip()
+        out[name.strip()] = int(value) if value.isdigit() else value
+    return out
+
+
+def nchan_status(run: Run, timeout: float = 3.0) -> dict[str, Any]:
+    """The peer's ``nchan_stub_status`` (its counters are shared by every worker)."""
+    conn = http.client.HTTPConnection(run.args.host, run.api_port, timeout=timeout)
+    try:
+        conn.request("GET", NCHAN_STATUS_PATH)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET {NCHAN_STATUS_PATH}: HTTP {resp.status}")
+        return parse_nchan_status(body.decode("latin-1"))
+    finally:
+        conn.close()
+
+
+def nginx_fd_limit() -> int:
+    """Files per nginx worker: the soft limit this benchmark (and the gateway) gets."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft > 1_048_576:
+        return 1_048_576
+    return int(soft)
+
+
+def start_nchan(run: Run) -> None:
+    """nginx with the Nchan module from ``--nchan-conf``, in a fresh prefix directory."""
+    args = run.args
+    missing = nchan_missing()
+    if missing:
+        raise SystemExit(f"bench: --server nchan: {missing}")
+    binary, module = nginx_binary(), nchan_module()
+    assert binary is not None and module is not None
+    inbound, internal = args.port_base, run.api_port
+    for port in (inbound, internal):
+        if port_in_use(args.host, port):
+            raise SystemExit(f"bench: port {port} is already in use; choose --port-base")
+    workers = run.expected_workers
+    nofile = nginx_fd_limit()
+    run.workdir = Path(tempfile.mkdtemp(prefix="rig-bench-nchan-"))
+    run.server_log = out_path("nchan")
+    values = {
+        "MODULE": module,
+        "WORKERS": str(workers),
+        "NOFILE": str(nofile),
+        "WORKER_CONNECTIONS": str(max(1024, nofile - NGINX_OWN_FDS)),
+        "PREFIX": str(run.workdir),
+        "ERROR_LOG": str(run.server_log),
+        "HOST": args.host,
+        "PORT": str(inbound),
+        "API_PORT": str(internal),
+        "SHM": "128m",
+        "BUFFER": str(max(1024, args.events)),
+    }
+    conf = run.workdir / "nchan.conf"
+    try:
+        conf.write_text(render_conf(Path(args.nchan_conf).read_text(), values))
+    except ValueError as exc:
+        raise SystemExit(f"bench: {args.nchan_conf}: {exc}") from None
+    # -e: nginx opens its compiled-in error log before reading the config; keep it ours.
+    cmd = [binary, "-p", f"{run.workdir}/", "-c", str(conf), "-e", str(run.server_log)]
+    cmd += ["-g", "daemon off;"]
+    pinned = pinning(run)
+    if pinned:
+        cmd = [shutil.which("taskset") or "taskset", "-c", "0", *cmd]
+    run.result["server_cmd"] = " ".join(cmd[:-1]) + " 'daemon off;'"
+    run.result["server_conf"] = {"template": str(args.nchan_conf), "values": values}
+    run.result["server_pinned_cpu0"] = pinned
+    run.result["server_log"] = str(run.server_log)
+    with open(run.server_log, "ab") as log:
+        run.server = subprocess.Popen(
+            cmd,
+            cwd=run.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    until = time.time() + min(15.0, run.remaining())
+    status: dict[str, Any] | None = None
+    while time.time() < until:
+        if run.server.poll() is not None:
+            raise RuntimeError(f"nginx exited with {run.server.returncode}; see {run.server_log}")
+        if status is None:
+            with contextlib.suppress(OSError, RuntimeError):
+                status = nchan_status(run, 1.0)
+        if status is not None and len(server_pids(run)) >= workers:
+            break
+        time.sleep(0.05)
+    else:
+        raise RuntimeError(
+            f"nginx did not serve {NCHAN_STATUS_PATH} with {workers} workers in 15 s"
+        )
+    for port in (inbound, internal):
+        exposed = [a for a in listening_addresses(port) if not a.startswith("127.")]
+        if exposed:
+            run.problem(f"nginx listens on {', '.join(exposed)} port {port}, not only on loopback")
+    assert status is not None
+    pids = server_pids(run)
+    run.worker_pids = set(pids)
+    run.worker_pids_ever = set(pids)
+    run.result["peer"] = {
+        "nginx": nginx_version(binary),
+        "nchan": status.get("nchan version"),
+        "module": module,
+        "worker_connections": int(values["WORKER_CONNECTIONS"]),
+    }
+
+
+def nchan_cleanup(run: Run, limit_s: float) -> dict[str, Any]:
+    """After the clients closed everything: does Nchan forget every subscriber?"""
+    started = time.time()
+    status: dict[str, Any] = {}
+    while True:
+        with contextlib.suppress(OSError, RuntimeError):
+            status = nchan_status(run)
+        left = status.get("subscribers")
+        waited = time.time() - started
+        if left == 0 or waited >= limit_s or time.time() >= run.deadline - 3:
+            return {
+                "clean": left == 0,
+                "waited_s": round(waited, 2),
+                "connections": left,
+                "stats": status or None,
+            }
+        time.sleep(0.25)
+
+
+def socket_count(pid: int) -> int | None:
+    """Open sockets of ``pid`` (an nginx worker's connections, plus its listeners)."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    count = 0
+    for name in names:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                count += 1
+    return count
+
+
+# -- targets: what differs between the servers a run can measure -----------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    subscribe_path: str
+    ready_token: bytes
+    publish_path: str
+    publish_ok: frozenset[int]
+
+
+RIG = Target(
+    name="rig",
+    subscribe_path="/_rig/v1/connection/sse?subscriptions="
+    + urllib.parse.quote(json.dumps([{"eventType": EVENT_TYPE}], separators=(",", ":")), safe=""),
+    ready_token=READY_TOKEN,
+    publish_path="/v3/messages",
+    publish_ok=frozenset({202}),
+)
+NCHAN = Target(
+    name="nchan",
+    subscribe_path=NCHAN_SUBSCRIBE_PATH,
+    ready_token=NCHAN_READY_TOKEN,
+    publish_path=NCHAN_PUBLISH_PATH,
+    # 201: delivered to subscribers; 202: queued, no subscriber yet.
+    publish_ok=frozenset({201, 202}),
+)
+
+
+def target_of(run: Run) -> Target:
+    return NCHAN if run.nchan else RIG
+
+
+def start_target(run: Run) -> None:
+    if run.nchan:
+        start_nchan(run)
+    else:
+        start_server(run)
+
+
+def target_stats(run: Run) -> dict[str, Any]:
+    """Per worker id, the server's own view (``/_rig/stats``; Nchan: one shared status)."""
+    if not run.nchan:
+        return stats_by_worker(run)
+    with contextlib.suppress(OSError, RuntimeError):
+        return {"nchan": nchan_status(run)}
+    return {}
+
+
+def target_held(run: Run, stats: dict[str, Any]) -> int:
+    if run.nchan:
+        return sum(int(st.get("subscribers") or 0) for st in stats.values())
+    return sum(held_by(st) for st in stats.values())
+
+
+def target_worker_table(run: Run, stats: dict[str, Any]) -> list[dict[str, Any]]:
+    if not run.nchan:
+        return worker_table(run, stats)
+    return [
+        {
+            "pid": pid,
+            "worker": None,
+            "connections": None,
+            "sockets": socket_count(pid),
+            "fds": proc_fd_count(pid),
+            "rss_kb": proc_rss_kb(pid),
+            "pss_kb": proc_pss_kb(pid),
+        }
+        for pid in server_pids(run)
+    ]
+
+
+def target_cleanup(run: Run, limit_s: float) -> dict[str, Any]:
+    return nchan_cleanup(run, limit_s) if run.nchan else wait_cleanup(run, limit_s)
 
 
 # -- client processes ------------------------------------------------------------------
@@ -1105,9 +1427,7 @@ def start_clients(run: Run) -> None:
     ctx = mp.get_context("fork")
     per = math.ceil(args.connections / args.clients)
     cpu = 1 if (os.cpu_count() or 1) >= 2 and not args.no_pin else None
-    path = "/_rig/v1/connection/sse?subscriptions=" + urllib.parse.quote(
-        json.dumps([{"eventType": EVENT_TYPE}], separators=(",", ":")), safe=""
-    )
+    target = target_of(run)
     remaining = args.connections
     for index in range(args.clients):
         n = min(per, remaining)
@@ -1122,13 +1442,14 @@ def start_clients(run: Run) -> None:
             sources=sources,
             host=args.host,
             port=args.port_base,
-            path=path,
+            path=target.subscribe_path,
             window=args.window,
             sample=args.sample,
             connect_timeout=args.connect_timeout,
             deadline=run.deadline + 5,
             poll_ms=args.poll_ms,
             cpu=cpu,
+            ready_token=target.ready_token,
         )
         parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(target=client_main, args=(spec, child_end), daemon=True)
@@ -1282,12 +1603,12 @@ class KeepAlivePublisher:
     it the run shows what a plain keep-alive HTTP client gets.
     """
 
-    def __init__(self, host: str, port: int, quickack: bool) -> None:
+    def __init__(self, host: str, port: int, quickack: bool, path: str = "/v3/messages") -> None:
         self.addr = (host, port)
         self.quickack = quickack and hasattr(socket, "TCP_QUICKACK")
         self.sock: socket.socket | None = None
         self.head = (
-            f"POST /v3/messages HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
 
@@ -1346,8 +1667,12 @@ def paced(run: Run, started: float) -> Iterator[int]:
 
 
 def publish(run: Run) -> dict[str, Any]:
+    """POST the events to the server (the same bodies for every target) over keep-alive."""
     args = run.args
-    publisher = KeepAlivePublisher(args.host, args.port_base + 10, not args.no_quickack)
+    target = target_of(run)
+    publisher = KeepAlivePublisher(
+        args.host, args.port_base + 10, not args.no_quickack, target.publish_path
+    )
     errors: Counter[str] = Counter()
     sent = 0
     post_times: list[float] = []
@@ -1362,7 +1687,7 @@ def publish(run: Run) -> dict[str, Any]:
             publisher.close()
             continue
         post_times.append(time.time() - t)
-        if status == 202:
+        if status in target.publish_ok:
             sent += 1
         else:
             errors[f"HTTP {status}"] += 1
@@ -1370,7 +1695,7 @@ def publish(run: Run) -> dict[str, Any]:
     publisher.close()
     post_times.sort()
     return {
-        "via": "POST /v3/messages",
+        "via": f"POST {target.publish_path}",
         "started": started,
         "ended": ended,
         "accepted": sent,
@@ -1542,21 +1867,30 @@ def source_state(root: Path) -> dict[str, Any]:
     return state
 
 
-def scan_log(path: Path | None) -> dict[str, Any]:
+def scan_log(path: Path | None, nginx: bool = False) -> dict[str, Any]:
+    """Error and warning lines of the server's log (nginx's error log with ``nginx``)."""
     if path is None or not path.exists():
         return {"lines": 0, "error_lines": 0, "warning_lines": 0, "excerpt": []}
     lines = path.read_text(errors="replace").splitlines()
-    bad = [
-        ln
-        for ln in lines
-        if any(w in ln for w in ("ERROR", "CRITICAL", "Traceback", "Exception", "Error:"))
-    ]
-    warn = [ln for ln in lines if "WARNING" in ln or "Warning" in ln]
+    if nginx:
+        bad = [
+            ln for ln in lines if any(w in ln for w in ("[error]", "[crit]", "[alert]", "[emerg]"))
+        ]
+        warn = [ln for ln in lines if "[warn]" in ln]
+    else:
+        bad = [
+            ln
+            for ln in lines
+            if any(w in ln for w in ("ERROR", "CRITICAL", "Traceback", "Exception", "Error:"))
+        ]
+        warn = [ln for ln in lines if "WARNING" in ln or "Warning" in ln]
+    # nginx says "worker_connections are not enough" when a worker is full.
+    full = ("Too many open files", "EMFILE", "worker_connections are not enough")
     return {
         "lines": len(lines),
         "error_lines": len(bad),
         "warning_lines": len(warn),
-        "emfile_lines": sum(1 for ln in lines if "Too many open files" in ln or "EMFILE" in ln),
+        "emfile_lines": sum(1 for ln in lines if any(w in ln for w in full)),
         "worker_timeout_lines": sum(1 for ln in lines if "WORKER TIMEOUT" in ln),
         # gunicorn logs each (re)boot at INFO, which it prints at LOG_LEVEL=warn too.
         "worker_boot_lines": sum(1 for ln in lines if "Booting worker" in ln),
@@ -1585,6 +1919,7 @@ def bench(run: Run) -> None:
     args = run.args
     res = run.result
     res["config"] = {
+        "server": args.server,
         "connections": args.connections,
         "events": 0 if args.hold_only else args.events,
         "rate": args.rate,
@@ -1602,8 +1937,16 @@ def bench(run: Run) -> None:
         "kafka": args.kafka,
         "publish": None if args.hold_only else args.publish,
         "hold_s": args.hold if args.hold_only else None,
+        "server_env": dict(args.server_env),
     }
-    if args.workers and math.ceil(args.connections / args.workers) > MAX_SOCKETS_PER_CLIENT:
+    if run.nchan:
+        per_worker = math.ceil(args.connections / run.expected_workers)
+        if per_worker > nginx_fd_limit() - NGINX_OWN_FDS:
+            res.setdefault("notes", []).append(
+                f"{args.connections:,} connections / {run.expected_workers} nginx workers is "
+                f"more than worker_connections ({nginx_fd_limit() - NGINX_OWN_FDS:,}) per worker"
+            )
+    elif args.workers and math.ceil(args.connections / args.workers) > MAX_SOCKETS_PER_CLIENT:
         res.setdefault("notes", []).append(
             f"{args.connections:,} connections / {args.workers} workers is more than "
             f"{MAX_SOCKETS_PER_CLIENT:,} per worker: some worker will run out of files"
@@ -1620,7 +1963,7 @@ def bench(run: Run) -> None:
         res["phase"] = "start broker"
         start_broker(run)
     res["phase"] = "start server"
-    start_server(run)
+    start_target(run)
     assert run.server is not None
     if args.kafka:
         res["phase"] = "wait for Kafka readiness"
@@ -1630,7 +1973,10 @@ def bench(run: Run) -> None:
     time.sleep(1.0)
     pids = server_pids(run)
     res["server_pids"] = pids
-    if args.workers:
+    if run.nchan:
+        res["nginx_master_pid"] = run.server.pid
+        res["nginx_master_rss_kb"] = proc_rss_kb(run.server.pid)
+    elif args.workers:
         res["gunicorn_master_pid"] = run.server.pid
         res["gunicorn_master_rss_kb"] = proc_rss_kb(run.server.pid)
     res["server_fd_limit"] = proc_fd_limit(pids[0]) if pids else None
@@ -1643,6 +1989,7 @@ def bench(run: Run) -> None:
     res["phase"] = "connect"
     start_clients(run)
     cpu0 = cpu_snapshot(server_pids(run))
+    client_cpu0 = sum(proc_cpu_s(p) for p in run.client_pids)
     t0 = time.time()
     connected = connect_all(run)
     live = sum(c["live"] for c in connected if c)
@@ -1660,6 +2007,7 @@ def bench(run: Run) -> None:
     res["connect_rate_per_s"] = live / (done - t0) if done > t0 else None
     res["server_cpu_connect_s"] = cpu_delta(cpu0, cpu_snapshot(server_pids(run)))
     res["server_cpu_per_connect_ms"] = res["server_cpu_connect_s"] * 1000 / live if live else None
+    res["client_cpu_connect_s"] = sum(proc_cpu_s(p) for p in run.client_pids) - client_cpu0
     time.sleep(1.0)
     watch(run, force=True)
     pids = server_pids(run)
@@ -1667,14 +2015,19 @@ def bench(run: Run) -> None:
     res["server_rss_connected_kb"] = rss_conn
     res["server_rss_per_connection_kb"] = (rss_conn - rss_idle) / live if live else None
     res["server_pss_connected_kb"] = sum(proc_pss_kb(p) or 0 for p in pids)
+    res["server_pss_per_connection_kb"] = (
+        (res["server_pss_connected_kb"] - res["server_pss_idle_kb"]) / live
+        if live and res["server_pss_idle_kb"]
+        else None
+    )
     mem_conn = mem_available_kb()
     res["mem_available_connected_kb"] = mem_conn
     res["machine_memory_per_connection_kb"] = (mem_idle - mem_conn) / live if live else None
-    stats = stats_by_worker(run)
+    stats = target_stats(run)
     res["stats_connected"] = next(iter(stats.values()), None)
     res["stats_workers_answered"] = len(stats)
-    res["connections_by_stats"] = sum(held_by(st) for st in stats.values())
-    res["workers_connected"] = worker_table(run, stats)
+    res["connections_by_stats"] = target_held(run, stats)
+    res["workers_connected"] = target_worker_table(run, stats)
     if live == 0:
         raise RuntimeError("no client connection got subscribed; nothing to measure")
 
@@ -1683,14 +2036,14 @@ def bench(run: Run) -> None:
         res["hold"] = hold(run)
         res["server_rss_after_hold_kb"] = sum(proc_rss_kb(p) for p in server_pids(run))
         res["phase"] = "collect"
-        stats = stats_by_worker(run)
+        stats = target_stats(run)
         res["stats_end"] = next(iter(stats.values()), None)
-        res["workers_end"] = worker_table(run, stats)
+        res["workers_end"] = target_worker_table(run, stats)
         broadcast(run, ("stop",))
         finals = recv_kind(run, "final", 30.0)
         res["connections_closed_during_run"] = sum(f["closed_after_live"] for f in finals if f)
         res["client_cpu_total_s"] = sum(f["cpu_s"] for f in finals if f)
-        res["cleanup"] = wait_cleanup(run, max(10.0, min(60.0, live / 5000)))
+        res["cleanup"] = target_cleanup(run, max(10.0, min(60.0, live / 5000)))
         res["phase"] = "done"
         return
 
@@ -1739,12 +2092,12 @@ def bench(run: Run) -> None:
     res["server_rss_after_publish_kb"] = sum(proc_rss_kb(p) for p in server_pids(run))
 
     res["phase"] = "collect"
-    stats = stats_by_worker(run)
+    stats = target_stats(run)
     res["stats_end"] = next(iter(stats.values()), None)
-    res["workers_end"] = worker_table(run, stats)
+    res["workers_end"] = target_worker_table(run, stats)
     broadcast(run, ("stop",))
     finals = recv_kind(run, "final", 30.0)
-    res["cleanup"] = wait_cleanup(run, max(10.0, min(60.0, live / 5000)))
+    res["cleanup"] = target_cleanup(run, max(10.0, min(60.0, live / 5000)))
     counts: list[int] = []
     latencies: list[float] = []
     closed = 0
@@ -1807,6 +2160,15 @@ def server_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
     cfg = res.get("config", {})
     workers = cfg.get("workers") or 0
     pinned = " (pinned to CPU 0)" if res.get("server_pinned_cpu0") else ""
+    if cfg.get("server") == "nchan":
+        peer = res.get("peer") or {}
+        n = max(1, workers)
+        what = (
+            f"nginx {peer.get('nginx', '?')} + Nchan {peer.get('nchan', '?')}, "
+            f"{n} worker{'s' if n > 1 else ''}{pinned}, "
+            f"worker_connections {fmt(peer.get('worker_connections'))}"
+        )
+        return [("server", what)]
     if workers:
         what = f"gunicorn (Procfile), {workers} worker{'s' if workers > 1 else ''}{pinned}"
     else:
@@ -1832,7 +2194,18 @@ def worker_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
     cfg = res.get("config", {})
     rows: list[tuple[str, str]] = []
     table_rows = res.get("workers_end") or res.get("workers_connected") or []
-    if cfg.get("workers"):
+    if cfg.get("server") == "nchan":
+        for w in res.get("workers_connected") or []:
+            rows.append(
+                (
+                    f"  worker pid {w.get('pid')} (connected)",
+                    f"{fmt(w.get('sockets'))} sockets, {fmt(w.get('fds'))} fds, "
+                    f"RSS {fmt(w.get('rss_kb'), ',', ' KB')}, "
+                    f"PSS {fmt(w.get('pss_kb'), ',', ' KB')}",
+                )
+            )
+        rows.append(("subscribers by nchan_stub_status", fmt(res.get("connections_by_stats"))))
+    elif cfg.get("workers"):
         for w in table_rows:
             consumed = w.get("kafka_consumed")
             rows.append(
@@ -1880,7 +2253,7 @@ def publish_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
             ),
         ),
         (
-            "produce ack p50 / max" if kafka else "POST /v3/messages p50 / max",
+            "produce ack p50 / max" if kafka else f"{pub.get('via', 'POST')} p50 / max",
             f"{fmt(pub.get('post_p50_ms'), '.2f')} / {fmt(pub.get('post_max_ms'), '.1f')} ms"
             + (" (no TCP_QUICKACK)" if cfg.get("no_quickack") and not kafka else ""),
         ),
@@ -1961,10 +2334,14 @@ def table(res: dict[str, Any]) -> str:
     else:
         mode = (
             f"{cfg.get('mode')}, {cfg.get('events')} events of {cfg.get('event_bytes')} B "
-            f"via {cfg.get('publish')}, {cfg.get('clients')} client processes, "
-            f"COALESCE_MS={cfg.get('coalesce_ms')}"
+            f"via {cfg.get('publish')}, {cfg.get('clients')} client processes"
         )
-    summed = " (sum of workers)" if workers else ""
+        if cfg.get("server") != "nchan":
+            mode += f", COALESCE_MS={cfg.get('coalesce_ms')}"
+    if cfg.get("server_env"):
+        mode += "".join(f", {k}={v}" for k, v in cfg["server_env"].items())
+    forked = bool(workers) or cfg.get("server") == "nchan"
+    summed = " (sum of workers)" if forked else ""
     rows: list[tuple[str, str]] = [("mode", mode), *server_rows(res)]
     rows += [
         (
@@ -1983,6 +2360,7 @@ def table(res: dict[str, Any]) -> str:
         ("connect time (all subscribed)", fmt(res.get("connect_time_s"), ".2f", " s")),
         ("connect rate", fmt(res.get("connect_rate_per_s"), ",.0f", " conn/s")),
         ("server CPU per connect", fmt(res.get("server_cpu_per_connect_ms"), ".3f", " ms")),
+        ("client CPU while connecting", fmt(res.get("client_cpu_connect_s"), ".2f", " s")),
         (
             "server RSS idle / connected" + summed,
             f"{fmt(res.get('server_rss_idle_kb'), ',', ' KB')} / "
@@ -1990,12 +2368,13 @@ def table(res: dict[str, Any]) -> str:
         ),
         ("server RSS per connection", fmt(res.get("server_rss_per_connection_kb"), ".1f", " KB")),
     ]
-    if workers:
+    if forked:
         rows.append(
             (
                 "server PSS idle / connected",
                 f"{fmt(res.get('server_pss_idle_kb'), ',', ' KB')} / "
-                f"{fmt(res.get('server_pss_connected_kb'), ',', ' KB')}",
+                f"{fmt(res.get('server_pss_connected_kb'), ',', ' KB')} "
+                f"({fmt(res.get('server_pss_per_connection_kb'), '.1f', ' KB')} per connection)",
             )
         )
     rows.append(
@@ -2055,7 +2434,16 @@ def table(res: dict[str, Any]) -> str:
         )
     )
     cleanup = res.get("cleanup")
-    if cleanup:
+    if cleanup and cfg.get("server") == "nchan":
+        rows.append(
+            (
+                "server state after clients closed",
+                ("clean" if cleanup["clean"] else "NOT clean")
+                + f" after {cleanup['waited_s']:g} s "
+                f"(nchan_stub_status subscribers {cleanup.get('connections')})",
+            )
+        )
+    elif cleanup:
         rows.append(
             (
                 "server state after clients closed",
@@ -2102,6 +2490,12 @@ def table(res: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument(
+        "--server",
+        choices=("rig", "nchan"),
+        default="rig",
+        help="the server to measure: rig-actors, or the peer Nchan in nginx (rig)",
+    )
     p.add_argument("-n", "--connections", type=int, default=1000, help="SSE connections (1000)")
     p.add_argument("--events", type=int, default=100, help="events to publish (100)")
     p.add_argument(
@@ -2123,7 +2517,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="run the Procfile's gunicorn command with WEB_CONCURRENCY=W; "
-        "0 = python -m rig_actors (0). W > 1 needs --kafka",
+        "0 = python -m rig_actors (0). W > 1 needs --kafka. "
+        "With --server nchan: nginx worker_processes (0 = 1)",
+    )
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra environment variable for the gateway, e.g. COALESCE_MS=10 (repeatable)",
+    )
+    p.add_argument(
+        "--nchan-conf",
+        type=Path,
+        default=NCHAN_CONF,
+        help="nginx config template for --server nchan (loadtest/peers/nchan.conf)",
     )
     p.add_argument(
         "--kafka",
@@ -2247,7 +2655,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--host must be a 127.0.0.0/8 address: this benchmark stays on loopback")
     if args.workers < 0 or args.partitions < 1 or args.hold < 0:
         p.error("--workers and --hold must be >= 0, --partitions >= 1")
-    if args.workers > 1 and not args.kafka:
+    env: dict[str, str] = {}
+    for item in args.server_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            p.error(f"--server-env wants NAME=VALUE, not {item!r}")
+        env[name.strip()] = value
+    args.server_env = env
+    if args.server == "nchan":
+        if args.kafka or args.publish == "kafka":
+            p.error("--server nchan has no Kafka ingress (--kafka, --publish kafka)")
+        if args.coalesce_ms is not None or env:
+            p.error("--coalesce-ms and --server-env are settings of the gateway, not of Nchan")
+    elif args.workers > 1 and not args.kafka:
         p.error(
             "--workers > 1 needs --kafka: without KAFKA_BROKERS the gateway refuses "
             "several workers (each would be a separate gateway)"
@@ -2292,9 +2712,11 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
                 proc.join(timeout=2)
         # gunicorn waits up to its graceful_timeout (10 s) for its workers.
-        note = stop_process(run.server, 20.0 if args.workers else 10.0)
+        note = stop_process(run.server, 20.0 if args.workers and not run.nchan else 10.0)
         if note:
             run.problem(f"server {note}")
+        if run.workdir is not None:
+            shutil.rmtree(run.workdir, ignore_errors=True)
         if run.server is not None and run.server.returncode not in (0, None, -signal.SIGTERM):
             run.problem(f"server exit status {run.server.returncode}")
         left = sorted(p for p in run.worker_pids_ever if os.path.exists(f"/proc/{p}"))
@@ -2307,9 +2729,10 @@ def main(argv: list[str] | None = None) -> int:
             if note:
                 run.problem(f"broker {note}")
         run.result["server_exit_status"] = run.server.returncode if run.server else None
-        run.result["server_log_scan"] = scan_log(run.server_log)
+        run.result["server_log_scan"] = scan_log(run.server_log, nginx=run.nchan)
         before = run.result.get("source", {}).get("rig_actors_sha256")
-        if before and source_state(args.server_dir)["rig_actors_sha256"] != before:
+        changed = before and source_state(args.server_dir)["rig_actors_sha256"] != before
+        if changed and not run.nchan:
             run.problem("rig_actors sources changed while the benchmark ran")
     print(table(run.result))
     log = run.result["server_log_scan"]
