@@ -58,6 +58,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import queue
 import re
 import resource
 import select
@@ -67,6 +68,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -1676,21 +1678,62 @@ def publish(run: Run) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     sent = 0
     post_times: list[float] = []
-    started = time.time()
-    for seq in paced(run, started):
+
+    tally = threading.Lock()  # several publishing threads with --publishers
+
+    def post(one: KeepAlivePublisher, seq: int) -> None:
+        nonlocal sent
         body = make_body(seq, args.pad)
         t = time.time()
         try:
-            status = publisher.post(body)
+            status = one.post(body)
         except (OSError, ValueError, IndexError) as exc:
-            errors[type(exc).__name__] += 1
-            publisher.close()
-            continue
-        post_times.append(time.time() - t)
-        if status in target.publish_ok:
-            sent += 1
-        else:
-            errors[f"HTTP {status}"] += 1
+            one.close()
+            with tally:
+                errors[type(exc).__name__] += 1
+            return
+        with tally:
+            post_times.append(time.time() - t)
+            if status in target.publish_ok:
+                sent += 1
+            else:
+                errors[f"HTTP {status}"] += 1
+
+    started = time.time()
+    if args.rate and args.publishers > 1:
+        # At a fixed rate, each event leaves at its slot on whichever
+        # connection is free: a server that answers a publish only after its
+        # fan-out (Nchan does) must not slow the publisher below the rate,
+        # or the servers would be measured at different loads.
+        free: queue.Queue[KeepAlivePublisher] = queue.Queue()
+        pool = [
+            KeepAlivePublisher(
+                args.host, args.port_base + 10, not args.no_quickack, target.publish_path
+            )
+            for _ in range(args.publishers)
+        ]
+        for one in pool:
+            free.put(one)
+
+        def post_and_free(one: KeepAlivePublisher, seq: int) -> None:
+            try:
+                post(one, seq)
+            finally:
+                free.put(one)
+
+        threads = []
+        for seq in paced(run, started):
+            one = free.get(timeout=max(1.0, run.remaining()))
+            thread = threading.Thread(target=post_and_free, args=(one, seq), daemon=True)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join(timeout=max(1.0, run.remaining()))
+        for one in pool:
+            one.close()
+    else:
+        for seq in paced(run, started):
+            post(publisher, seq)
     ended = time.time()
     publisher.close()
     post_times.sort()
@@ -2505,6 +2548,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="events/s; 0 = burst, as fast as the server accepts (0)",
     )
     p.add_argument("--clients", type=int, default=2, help="client processes (2)")
+    p.add_argument(
+        "--publishers",
+        type=int,
+        default=4,
+        help="with --rate: keep-alive publishing connections; each event leaves at its "
+        "slot on a free one, whatever the server's answer time (4)",
+    )
     p.add_argument("--pad", type=int, default=200, help="size of each event body in bytes (200)")
     p.add_argument(
         "--coalesce-ms",
