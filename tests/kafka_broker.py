@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -68,6 +69,73 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a paused broker (SIGCONT); its in-memory log is intact."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: the broker goes without a goodbye and its in-memory log with it.
+
+        ``start()`` afterwards brings up an empty broker on the same port.
+        """
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart_empty(self, topics: dict[str, int]) -> list[str]:
+        """Start an empty broker on the same port and create ``topics`` (name:
+        partitions) at once; return those a client's metadata request had
+        auto-created first (Tansu does, with 4 partitions).
+
+        A client that reconnects before the topics exist may produce to a
+        missing topic, which Tansu acknowledges and then loses or serves
+        with clashing offsets: the port is watched closely and the topics
+        are made in one request, some 20 ms after it opens.
+        """
+        from kafka.errors import TopicAlreadyExistsError
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_dir / f"tansu-{self.port}.log", "ab")  # kept by Popen
+        self.proc = subprocess.Popen(
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": "warn"},
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("tansu did not come back") from None
+                time.sleep(0.002)
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            result = admin.create_topics(
+                {
+                    name: {"num_partitions": n, "replication_factor": 1}
+                    for name, n in topics.items()
+                },
+                raise_errors=False,
+            )
+        finally:
+            admin.close()
+        return [
+            topic["name"]
+            for topic in result["topics"]
+            if topic["error_code"] == TopicAlreadyExistsError.errno
+        ]
 
     def create_topics(self, *names: str, partitions: int = 1) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)

@@ -18,7 +18,9 @@ Kinds used so far:
   sender is alive. Each worker keeps the set of workers it has heard from
   (:meth:`ControlBus.peers`, with their nodes in
   :meth:`ControlBus.peer_nodes`), which tells "the owner is gone" (410 at
-  once) from "the owner is slow".
+  once) from "the owner is slow". Silence only counts while a worker hears
+  its own hellos: during a broker outage nobody is declared gone
+  (:mod:`rig_actors.kafka.peers`).
 - ``put_subscriptions``: apply a subscriptions PUT on the worker that owns
   the connection; reply ``{"status": 204|410}``.
 - ``lp_poll``: run a long-poll on the worker that owns the session; reply
@@ -44,6 +46,7 @@ from gevent.event import AsyncResult
 from kafka.consumer.fetcher import ConsumerRecord
 
 from ..config import Settings
+from .peers import Peers
 from .producer import ProduceError, Producer
 from .reader import TopicReader
 
@@ -55,6 +58,9 @@ Handler = Callable[[dict[str, Any], str], "dict[str, Any] | None"]
 
 _HELLO_EVERY_S = 2.0
 _PEER_TTL_S = 10.0
+# Our own hello comes back through Kafka every 2 s; when it is this late, we
+# hear nobody.
+_DEAF_AFTER_S = 2 * _HELLO_EVERY_S + 1
 _NODE = socket.gethostname()
 
 
@@ -75,7 +81,7 @@ class ControlBus:
         self._producer = producer
         self._handlers: dict[str, Handler] = {}
         self._pending: dict[str, AsyncResult] = {}
-        self._peers: dict[str, float] = {}
+        self._peers = Peers(worker_id, _PEER_TTL_S, _DEAF_AFTER_S)
         self._nodes: dict[str, str] = {}
         self._hello: Any = None
         self.received = 0
@@ -135,18 +141,14 @@ class ControlBus:
 
     def peers(self) -> dict[str, float]:
         """Workers heard from in the last few seconds, with when (epoch s)."""
-        now = time.time()
-        return {w: t for w, t in self._peers.items() if now - t < _PEER_TTL_S}
+        return self._peers.recent(time.time())
 
     def peer_nodes(self) -> dict[str, str]:
         """The node (host name) of each worker in :meth:`peers`, as its hello said."""
         return {w: self._nodes.get(w, "?") for w in self.peers()}
 
     def is_alive(self, worker_id: str) -> bool:
-        if worker_id == self.worker_id:
-            return True
-        seen = self._peers.get(worker_id)
-        return seen is not None and time.time() - seen < _PEER_TTL_S
+        return self._peers.alive(worker_id, time.time())
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -178,7 +180,9 @@ class ControlBus:
         kind = message.get("kind")
         if not isinstance(sender, str) or not isinstance(kind, str):
             return
-        self._peers[sender] = time.time()
+        deaf_for = self._peers.heard(sender, time.time())
+        if deaf_for is not None:
+            log.info("control channel heard again after %.1f s", deaf_for)
         if kind == "hello":
             body = message.get("body")
             node = body.get("node") if isinstance(body, dict) else None
