@@ -15,7 +15,7 @@ from contextlib import ExitStack
 import requests
 from clients import SseClient, ce
 
-CONNECTIONS = 300
+CONNECTIONS = 800
 BURST = 60
 
 
