@@ -39,6 +39,11 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> Broker:
+        self._wait_for_port(poll_s=0.05)
+        return self
+
+    def _wait_for_port(self, poll_s: float) -> None:
+        """Start Tansu on this broker's port; return once the port accepts."""
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_dir / f"tansu-{self.port}.log", "ab")  # kept by Popen
         self.proc = subprocess.Popen(
@@ -49,16 +54,14 @@ class Broker:
         )
         deadline = time.monotonic() + 15
         while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("tansu exited early")
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return self
+                return
             except OSError:
-                if time.monotonic() > deadline:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise
-                time.sleep(0.05)
+                    raise RuntimeError("tansu did not start") from None
+                time.sleep(poll_s)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -102,24 +105,7 @@ class Broker:
         """
         from kafka.errors import TopicAlreadyExistsError
 
-        url = f"tcp://127.0.0.1:{self.port}"
-        log = open(self.log_dir / f"tansu-{self.port}.log", "ab")  # kept by Popen
-        self.proc = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": "warn"},
-        )
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("tansu did not come back") from None
-                time.sleep(0.002)
+        self._wait_for_port(poll_s=0.002)
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
         try:
             result = admin.create_topics(

@@ -199,7 +199,16 @@ class ConnectionContext:
 class ClientActor(Actor):
     """What all three transports share: identity, subscriptions, session."""
 
-    __slots__ = ("closed", "conn_id", "ctx", "replay_from", "sessions", "subscriptions", "token")
+    __slots__ = (
+        "_skip",
+        "closed",
+        "conn_id",
+        "ctx",
+        "replay_from",
+        "sessions",
+        "subscriptions",
+        "token",
+    )
 
     transport = "?"
 
@@ -221,6 +230,8 @@ class ClientActor(Actor):
         # Last-Event-ID the client reconnected with: replayed after the
         # subscriptions are indexed, then forgotten.
         self.replay_from: str | None = None
+        # Where a Kafka replay left the client, per partition (skip_until).
+        self._skip: dict[tuple[int, int], int] | None = None
 
     def begin(self) -> None:
         """Start the actor linked to the connection supervisor."""
@@ -236,6 +247,21 @@ class ClientActor(Actor):
 
     def skip_until(self, positions: dict[tuple[int, int], int]) -> None:
         """Drop live Kafka events below these positions: the client has them."""
+        self._skip = dict(positions) or None
+
+    def _already_has(self, frames: EventFrames) -> bool:
+        """True for a live Kafka event below the client's resume position."""
+        skip = self._skip
+        origin = frames.origin
+        if skip is None or origin is None:
+            return False
+        key, offset = origin
+        if offset < skip.get(key, 0):
+            return True
+        skip.pop(key, None)  # this partition has caught up with the client
+        if not skip:
+            self._skip = None
+        return False
 
     def release(self, first: list[EventFrames]) -> None:
         """The replay is done: deliver ``first`` (replayed events), then the rest."""
@@ -326,7 +352,6 @@ class StreamConnection(ClientActor):
         "_pending",
         "_pending_bytes",
         "_rwatch",
-        "_skip",
         "_wwatch",
         "sock",
     )
@@ -353,7 +378,6 @@ class StreamConnection(ClientActor):
         self._drop_notice: bytes | None = None
         self._dropped = 0
         self._held: list[bytes] | None = None  # live frames kept back during a replay
-        self._skip: dict[tuple[int, int], int] | None = None
 
     def on_start(self) -> None:
         sock = self.sock
@@ -590,23 +614,6 @@ class StreamConnection(ClientActor):
             self._held = []
         self._kick()  # the greeting goes out now, not after the replay
 
-    def skip_until(self, positions: dict[tuple[int, int], int]) -> None:
-        self._skip = dict(positions) or None
-
-    def _already_has(self, frames: EventFrames) -> bool:
-        """True for a live event below the client's resume position."""
-        skip = self._skip
-        origin = frames.origin
-        if skip is None or origin is None:
-            return False
-        key, offset = origin
-        if offset < skip.get(key, 0):
-            return True
-        skip.pop(key, None)  # this partition has caught up with the client
-        if not skip:
-            self._skip = None
-        return False
-
     def release(self, first: list[EventFrames]) -> None:
         held, self._held = self._held, None
         self._pending_bytes -= sum(len(data) for data in held or ())
@@ -762,7 +769,6 @@ class LongPollSession(ClientActor):
         "_held",
         "_last_id",
         "_seq",
-        "_skip",
         "_waiter",
         "killed",
         "last_poll",
@@ -776,7 +782,6 @@ class LongPollSession(ClientActor):
         self._seq = 0
         self._last_id: str | None = None  # the replay id in the cursor
         self._held: deque[EventFrames] | None = None  # live events kept back during a replay
-        self._skip: dict[tuple[int, int], int] | None = None
         self._waiter: AsyncResult | None = None
         self.last_poll = time.monotonic()
         self.killed = ""  # the kill's event type, once killed
@@ -808,23 +813,6 @@ class LongPollSession(ClientActor):
     def hold(self) -> None:
         if self._held is None:
             self._held = deque(maxlen=self.ctx.lp_buffer_size)
-
-    def skip_until(self, positions: dict[tuple[int, int], int]) -> None:
-        self._skip = dict(positions) or None
-
-    def _already_has(self, frames: EventFrames) -> bool:
-        """True for a live Kafka event below the position the session resumed from."""
-        skip = self._skip
-        origin = frames.origin
-        if skip is None or origin is None:
-            return False
-        key, offset = origin
-        if offset < skip.get(key, 0):
-            return True
-        skip.pop(key, None)  # this partition has caught up with the client
-        if not skip:
-            self._skip = None
-        return False
 
     def release(self, first: list[EventFrames]) -> None:
         held, self._held = self._held, None
