@@ -75,7 +75,7 @@ def test_head_and_greeting_arrive_in_one_write(gateway):
 def test_head_sent_in_slow_pieces_is_served_by_the_full_path(gateway, extra):
     before = fast_connects(gateway)
     head = f"GET {SSE}?subscriptions={SUBS} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
-    with open_raw(gateway, head, pieces=3, pause_s=0.15) as sock:
+    with open_raw(gateway, head, pieces=3, pause_s=0.3) as sock:
         data = read_stream_until(sock, b"rig.subscriptions_set")
         assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"rig.subscriptions_set" in data
         gateway.publish(ce("fastpath.greeting", {"n": 2}, id_="fp-slow"))
