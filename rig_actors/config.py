@@ -463,6 +463,7 @@ class Settings:
     ws_max_frame_bytes: int = _scalar(65536, _positive)
     ws_event_ids: bool = _scalar(True, _boolean)
     request_timeout_ms: int = _scalar(10000, _positive)
+    max_header_bytes: int = _scalar(32768, _positive)
 
     # -- reverse proxy (§10.3)
     proxy_config_file: str = _setting("", _string)

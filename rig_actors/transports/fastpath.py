@@ -26,7 +26,7 @@ import urllib.parse
 from typing import TYPE_CHECKING
 
 from .connect import ConnectError
-from .handler import Takeover
+from .handler import MAX_HEADERS, Takeover
 from .head import parse_head
 from .streams import SSE_PATH, open_sse
 
@@ -39,11 +39,14 @@ __all__ = ["ConnectFastPath"]
 class ConnectFastPath:
     """Decides whether a request head can skip pywsgi and Flask; see the module docstring."""
 
-    __slots__ = ("_api_port", "_gateway")
+    __slots__ = ("_api_port", "_gateway", "_max_head")
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
         self._api_port = gateway.settings.api_http_port
+        # Request line and headers together within the header limit: a head
+        # the full path might answer 431 is left to it.
+        self._max_head = gateway.settings.max_header_bytes
 
     def accept(self, data: bytes, port: int) -> tuple[int, Takeover] | None:
         """For a fast-path request at the start of ``data``: its head's size and takeover.
@@ -52,7 +55,7 @@ class ConnectFastPath:
         """
         if port == self._api_port:
             return None
-        head = parse_head(data)
+        head = parse_head(data, self._max_head, MAX_HEADERS)
         if head is None or head.method != "GET" or head.path != SSE_PATH:
             return None
         if head.get("upgrade") is not None:

@@ -24,7 +24,8 @@ clients (not the streams: a taken-over socket is no longer read here):
   the same time again, counted while it is being read; late head -> 408,
   late body -> 408, silence -> the connection is closed;
 - the request line is at most 8 KiB (pywsgi: 414), the header block at
-  most :data:`MAX_HEADER_BYTES` in at most :data:`MAX_HEADERS` lines (431).
+  most ``MAX_HEADER_BYTES`` (:data:`MAX_HEADER_BYTES` unless configured) in
+  at most :data:`MAX_HEADERS` lines (431).
 """
 
 from __future__ import annotations
@@ -73,10 +74,13 @@ def _plain(status: str, text: str) -> bytes:
 
 _TIMEOUT_TEXT = "Request timeout: the request was not received in time."
 _TIMEOUT_RESPONSE = _plain("408 Request Timeout", _TIMEOUT_TEXT)
-_HEADERS_TOO_LARGE_RESPONSE = _plain(
-    "431 Request Header Fields Too Large",
-    f"Request headers too large: at most {MAX_HEADERS} lines and {MAX_HEADER_BYTES} bytes.",
-)
+
+
+def _headers_too_large(max_bytes: int) -> bytes:
+    return _plain(
+        "431 Request Header Fields Too Large",
+        f"Request headers too large: at most {MAX_HEADERS} lines and {max_bytes} bytes.",
+    )
 
 
 class RequestTimeout(OSError, _HttpRequestTimeout):
@@ -172,6 +176,8 @@ class GatewayHandler(WebSocketHandler):
 
     #: ``REQUEST_TIMEOUT_MS`` in seconds; set by :func:`~rig_actors.web.app.create_app`.
     request_timeout_s: float = 10.0
+    #: ``MAX_HEADER_BYTES``; set by :func:`~rig_actors.web.app.create_app`.
+    max_header_bytes: int = MAX_HEADER_BYTES
     _first_deadline: float | None = None
 
     def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
@@ -202,13 +208,14 @@ class GatewayHandler(WebSocketHandler):
         # Read the header block ourselves, bounded, then let pywsgi parse it.
         lines: list[bytes] = []
         size = 0
+        limit = self.max_header_bytes
         while True:
-            line = fp.readline(MAX_HEADER_BYTES + 1 - size)
+            line = fp.readline(limit + 1 - size)
             size += len(line)
             if line in (b"\r\n", b"\n", b""):
                 break
-            if size > MAX_HEADER_BYTES or len(lines) >= MAX_HEADERS:
-                raise _HeadersTooLarge(f"headers over {MAX_HEADER_BYTES} bytes or {MAX_HEADERS}")
+            if size > limit or len(lines) >= MAX_HEADERS:
+                raise _HeadersTooLarge(f"headers over {limit} bytes or {MAX_HEADERS}")
             lines.append(line)
         lines.append(b"\r\n")
         return super().MessageClass(BytesIO(b"".join(lines)), *args)
@@ -220,7 +227,7 @@ class GatewayHandler(WebSocketHandler):
         if isinstance(ex, _HeadersTooLarge):
             self.close_connection = True
             log.info("431 to %s: %s", self.client_address, ex)
-            return ("431", _HEADERS_TOO_LARGE_RESPONSE)
+            return ("431", _headers_too_large(self.max_header_bytes))
         return super()._handle_client_error(ex)
 
     def upgrade_websocket(self) -> Any:

@@ -49,10 +49,11 @@ class Head:
         return ",".join(values) if values else None
 
 
-def parse_head(data: bytes, max_bytes: int = 8192) -> Head | None:
+def parse_head(data: bytes, max_bytes: int = 8192, max_headers: int = 100) -> Head | None:
     """The head at the start of ``data``, or ``None`` if it is not the plain case.
 
-    ``None`` also when the head is incomplete or longer than ``max_bytes``.
+    ``None`` also when the head is incomplete, longer than ``max_bytes`` or
+    has more than ``max_headers`` header lines.
     """
     end = data.find(_END, 0, max_bytes)
     if end < 0:
@@ -62,6 +63,8 @@ def parse_head(data: bytes, max_bytes: int = 8192) -> Head | None:
     except UnicodeDecodeError:
         return None
     request_line, *lines = text.split("\r\n")
+    if len(lines) > max_headers:
+        return None
     parts = request_line.split(" ")
     if len(parts) != 3:
         return None

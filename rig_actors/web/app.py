@@ -33,8 +33,9 @@ def create_app(gateway: Gateway) -> GatewayApp:
         >>> WSGIServer(("127.0.0.1", 4000), app, handler_class=GatewayHandler)
     """
     # The handler class serves both listeners (embedded server and gunicorn);
-    # its request-phase timeout is the one setting it needs.
+    # its request-phase timeout and header limit are the settings it needs.
     GatewayHandler.request_timeout_s = gateway.settings.request_timeout_ms / 1000
+    GatewayHandler.max_header_bytes = gateway.settings.max_header_bytes
     # Request ids and trace context on both apps (RIG §11.3).
     inbound = with_request_context(create_inbound_app(gateway), gateway.worker_id)
     internal = with_request_context(create_internal_app(gateway), gateway.worker_id)

@@ -49,6 +49,7 @@ def test_plain_head_is_parsed_with_lowercase_names_and_stripped_values() -> None
         pytest.param(b"GET /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", id="chunked"),
         pytest.param(b"GET /x HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", id="expect"),
         pytest.param(b"GET /x HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", id="too long"),
+        pytest.param(b"GET /x HTTP/1.1\r\n" + b"A: b\r\n" * 101 + b"\r\n", id="101 header lines"),
     ],
 )
 def test_anything_but_the_plain_case_is_left_to_the_full_parser(data: bytes) -> None:
