@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .http import HttpError, HttpPool, redact_url
-from .jwt import JwtError, JwtVerifier
+from .jwt import JwtVerifier, any_verifies
 
 __all__ = ["JWT_VALIDATION", "NO_CHECK", "AuthorizationCheck"]
 
@@ -109,13 +109,7 @@ class AuthorizationCheck:
 
     def _any_valid_token(self, authorization: Sequence[str]) -> bool:
         assert self._verify is not None
-        for token in JwtVerifier.bearer_tokens(authorization):
-            try:
-                self._verify(token)
-            except JwtError:
-                continue
-            return True
-        return False
+        return any_verifies(self._verify, JwtVerifier.bearer_tokens(authorization))
 
     def _ask(self, body: bytes, content_type: str, authorization: Sequence[str]) -> bool:
         assert self._http is not None

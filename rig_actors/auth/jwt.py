@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -46,7 +46,7 @@ from ..subscriptions.extractors import MISSING, resolve_pointer
 if TYPE_CHECKING:
     from .jwks import JwksKeys
 
-__all__ = ["ALGORITHMS", "JwtError", "JwtVerifier"]
+__all__ = ["ALGORITHMS", "JwtError", "JwtVerifier", "any_verifies"]
 
 #: The algorithms ``JWT_ALG`` may name: RIG's HS*/RS* plus ES256/ES384.
 ALGORITHMS: tuple[str, ...] = (
@@ -314,6 +314,24 @@ def _without_key_length_warning(algorithm: str) -> Algorithm:
     alg_obj = get_default_algorithms()[algorithm]
     alg_obj.check_key_length = lambda key: None  # type: ignore[method-assign]
     return alg_obj
+
+
+def any_verifies(verify: Callable[[str], object], tokens: Iterable[str]) -> bool:
+    """Whether any of ``tokens`` passes ``verify`` (which raises :class:`JwtError`).
+
+    >>> def verify(token):
+    ...     if token != "good":
+    ...         raise JwtError("bad")
+    >>> any_verifies(verify, ["bad", "good"]), any_verifies(verify, ["bad"])
+    (True, False)
+    """
+    for token in tokens:
+        try:
+            verify(token)
+        except JwtError:
+            continue
+        return True
+    return False
 
 
 def _one_line(err: BaseException) -> str:

@@ -41,7 +41,7 @@ from urllib.parse import parse_qs
 from werkzeug.wrappers import Response
 
 from ..actors.core import ActorDeadError
-from ..auth.jwt import JwtError, JwtVerifier
+from ..auth.jwt import JwtVerifier, any_verifies
 from ..config import ConfigError
 from .forward import (
     Backend,
@@ -232,13 +232,7 @@ class ProxyService:
                 # Any other header (RIG: x-... only) carries raw tokens; several
                 # headers of one name arrive joined with commas.
                 tokens += [token.strip() for token in value.split(",") if token.strip()]
-        for token in tokens:
-            try:
-                self._verify(token)
-            except JwtError:
-                continue
-            return True
-        return False
+        return any_verifies(self._verify, tokens)
 
     def _forward(
         self, environ: Mapping[str, Any], match: RouteMatch, headers: list[tuple[str, str]]
