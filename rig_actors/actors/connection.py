@@ -802,9 +802,7 @@ class LongPollSession(ClientActor):
         held = self._held
         if held is not None:
             if len(held) == held.maxlen:
-                # The buffer would drop it on release anyway; count it now.
-                counters = self.ctx.counters
-                counters["longpolling_dropped"] = counters.get("longpolling_dropped", 0) + 1
+                self._count_dropped(1)  # the buffer would drop it on release anyway
             held.append(frames)
             return
         event_id = frames.event_id
@@ -833,6 +831,10 @@ class LongPollSession(ClientActor):
         if waiter is not None:
             waiter.set(None)
 
+    def _count_dropped(self, count: int) -> None:
+        counters = self.ctx.counters
+        counters["longpolling_dropped"] = counters.get("longpolling_dropped", 0) + count
+
     def cursor(self) -> str:
         """The cursor of a poll that returned everything buffered so far."""
         return lp_cursor(self._seq, self._last_id)
@@ -852,9 +854,7 @@ class LongPollSession(ClientActor):
         if self._buffer and self._buffer[0][0] > after + 1:
             # The bounded buffer overflowed since the last poll: counted here,
             # once per poll, rather than on every delivery.
-            counters = self.ctx.counters
-            dropped = self._buffer[0][0] - after - 1
-            counters["longpolling_dropped"] = counters.get("longpolling_dropped", 0) + dropped
+            self._count_dropped(self._buffer[0][0] - after - 1)
         if self.killed:
             self.close(self.killed)  # this answer carries the news; then it ends
             return events, self.cursor()

@@ -128,7 +128,7 @@ class History:
         events.append((self._seq, now, event))
         while events and now - events[0][1] > self.max_age_s:
             events.popleft()
-        return f"{self.epoch}-{self._seq}"
+        return self.last_id
 
     @property
     def last_id(self) -> str:
